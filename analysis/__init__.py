@@ -1,0 +1,1 @@
+"""Turning finished runs (their ``result.json`` records) into DataFrames, tables, figures and reports."""

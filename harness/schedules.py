@@ -1,0 +1,82 @@
+"""Learning-rate and momentum schedules as pure functions of training progress ``pos`` in [0, 1].
+
+Each schedule returns a *multiplier* of a group's peak rate, so one schedule applied to every
+param group keeps the ratios of a discriminative slice (fastai's one-cycle does the same).
+``pos`` is ``step / total_steps`` of the phase, taken before the step (the first batch sees pos=0).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from harness.errors import ConfigError
+
+SCHEDULES = ("one_cycle", "constant", "step")
+
+
+def cos_between(start: float, end: float, pos: float) -> float:
+    """Cosine interpolation from ``start`` (pos=0) to ``end`` (pos=1)."""
+    return start + (1 + math.cos(math.pi * (1 - pos))) * (end - start) / 2
+
+
+def _two_part(pos: float, pct_start: float, start: float, middle: float, end: float) -> float:
+    if pos < pct_start:
+        return cos_between(start, middle, pos / pct_start)
+    return cos_between(middle, end, (pos - pct_start) / (1 - pct_start)) if pct_start < 1 else middle
+
+
+def one_cycle_lr(pos: float, *, pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5) -> float:
+    """fastai ``fit_one_cycle``: warm up lr/div -> lr over pct_start, anneal to lr/div_final."""
+    return _two_part(pos, pct_start, 1 / div, 1.0, 1 / div_final)
+
+
+def one_cycle_momentum(pos: float, *, pct_start: float = 0.25, moms=(0.95, 0.85, 0.95)) -> float:
+    return _two_part(pos, pct_start, *moms)
+
+
+def step_lr(epoch: int, *, step_size: int, gamma: float = 0.1) -> float:
+    """The paper's step decay: multiply by ``gamma`` every ``step_size`` epochs (epoch counted from 0)."""
+    return gamma ** (epoch // step_size)
+
+
+def check(schedule: Mapping) -> dict:
+    """Validate a schedule config and return it as a plain dict."""
+    sched = dict(schedule)
+    name = sched.get("name")
+    if name not in SCHEDULES:
+        raise ConfigError(f"schedule.name={name!r} is not a schedule; choose one of: {', '.join(SCHEDULES)}")
+    if name == "one_cycle":
+        pct = float(sched.get("pct_start", 0.25))
+        if not 0 < pct <= 1:
+            raise ConfigError(f"schedule.pct_start={sched['pct_start']} must be in (0, 1]")
+        for key in ("div", "div_final"):
+            if float(sched.get(key, 1)) <= 0:
+                raise ConfigError(f"schedule.{key}={sched[key]} must be > 0")
+    if name == "step" and int(sched.get("step_size", 1)) < 1:
+        raise ConfigError(f"schedule.step_size={sched['step_size']} must be >= 1 epoch")
+    return sched
+
+
+def lr_factor(schedule: Mapping, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based) of a phase of ``total_steps`` steps."""
+    name = schedule["name"]
+    if name == "constant":
+        return 1.0
+    if name == "step":
+        return step_lr(step // steps_per_epoch, step_size=int(schedule["step_size"]), gamma=float(schedule["gamma"]))
+    return one_cycle_lr(
+        step / total_steps,
+        pct_start=float(schedule.get("pct_start", 0.25)),
+        div=float(schedule.get("div", 25.0)),
+        div_final=float(schedule.get("div_final", 1e5)),
+    )
+
+
+def momentum(schedule: Mapping, step: int, total_steps: int) -> float | None:
+    """The momentum (SGD) or beta1 (Adam) at ``step``; None when the schedule leaves it alone."""
+    if schedule["name"] != "one_cycle" or schedule.get("moms") is None:
+        return None
+    return one_cycle_momentum(
+        step / total_steps, pct_start=float(schedule.get("pct_start", 0.25)), moms=tuple(schedule["moms"])
+    )

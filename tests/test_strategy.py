@@ -1,0 +1,104 @@
+import pytest
+from omegaconf import OmegaConf
+
+from harness.errors import ConfigError
+from harness.strategy import Plan, compile_plan, freeze, freeze_to
+from tests.conftest import CONF
+
+ONE_CYCLE = OmegaConf.to_container(OmegaConf.load(CONF / "schedule/one_cycle.yaml"))
+
+
+def strategy(name, **over):
+    cfg = OmegaConf.load(CONF / f"strategy/{name}.yaml")
+    cfg = OmegaConf.merge({"epochs": 3, "lr": 1e-3}, {"s": cfg}, {"s": over})
+    return OmegaConf.to_container(cfg, resolve=True)["s"]
+
+
+def groups(n):
+    return [f"g{i}" for i in range(n - 1)] + ["head"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8])
+def test_fine_tune_matches_fastai(n):
+    plan = compile_plan(strategy("full_unfreeze", epochs=4), ONE_CYCLE, groups(n))
+    frozen, unfrozen = plan.phases
+    base_lr = 2e-3
+    # phase 1: freeze(), freeze_epochs at slice(base_lr), pct_start 0.99
+    assert frozen.epochs == 1 and frozen.trainable == ["head"]
+    assert frozen.lr == pytest.approx([base_lr / 10] * (n - 1) + [base_lr])
+    assert frozen.schedule["pct_start"] == 0.99 and frozen.schedule["div"] == 25.0
+    # phase 2: base_lr /= 2, unfreeze(), slice(base_lr/100, base_lr), pct_start 0.3, div 5
+    hi, lo = base_lr / 2, base_lr / 2 / 100
+    assert unfrozen.epochs == 4 and unfrozen.trainable == groups(n)
+    assert unfrozen.lr == pytest.approx([lo * (hi / lo) ** (i / (n - 1)) for i in range(n)])
+    assert unfrozen.schedule["pct_start"] == 0.3 and unfrozen.schedule["div"] == 5.0
+    assert unfrozen.schedule["div_final"] == 1e5
+    assert plan.total_epochs == 5
+
+
+def test_fine_tune_without_freeze_epochs_is_one_phase():
+    plan = compile_plan(strategy("full_unfreeze", freeze_epochs=0), ONE_CYCLE, groups(3))
+    assert [p.name for p in plan.phases] == ["unfrozen"]
+
+
+def test_freeze_vocabulary():
+    g = groups(4)
+    assert freeze(g) == ["head"] == freeze_to(g, -1)
+    assert freeze_to(g, 0) == g  # unfreeze()
+    assert freeze_to(g, 2) == g[2:]
+    assert freeze_to(g, -2) == g[-2:]
+
+
+@pytest.mark.parametrize("k", [4, 5, -4, -10])
+def test_freeze_to_out_of_range(k):
+    with pytest.raises(ConfigError, match=rf"strategy.k={k} is out of range .* allowed: -3 \.\. 3"):
+        compile_plan(strategy("freeze_to", k=k), ONE_CYCLE, groups(4))
+
+
+def test_freezing_a_one_group_model_is_an_error():
+    for name in ("head_only", "gradual"):
+        with pytest.raises(ConfigError, match="one layer group"):
+            compile_plan(strategy(name), ONE_CYCLE, ["all"])
+    with pytest.raises(ConfigError, match="one layer group"):
+        compile_plan(strategy("freeze_to", k=-1), ONE_CYCLE, ["all"])
+
+
+def test_gradual_unfreezes_one_more_group_every_n_epochs():
+    plan = compile_plan(strategy("gradual", every=2, epochs=3), ONE_CYCLE, groups(4))
+    assert [p.trainable for p in plan.phases] == [["head"], ["g2", "head"], ["g1", "g2", "head"], groups(4)]
+    assert [p.epochs for p in plan.phases] == [2, 2, 2, 3]
+    assert plan.phase_at(0) == (0, 0) and plan.phase_at(5) == (2, 1) and plan.phase_at(8) == (3, 2)
+    assert "kept across phases" in plan.describe()
+
+
+def test_surgical_keeps_model_order_and_rejects_unknown_groups():
+    plan = compile_plan(strategy("surgical", groups=["head", "g0"]), ONE_CYCLE, groups(3))
+    assert plan.phases[0].trainable == ["g0", "head"]
+    with pytest.raises(ConfigError, match=r"unknown layer groups \['conv9'\]"):
+        compile_plan(strategy("surgical", groups=["conv9"]), ONE_CYCLE, groups(3))
+
+
+@pytest.mark.parametrize(
+    "name, over, message",
+    [
+        ("never", {"bn": "sometimes"}, "strategy.bn='sometimes' is not a BatchNorm policy"),
+        ("never", {"lr": {"lo": 1e-2, "hi": 1e-3}}, "greater than hi"),
+        ("never", {"lr": [1e-3, 1e-3]}, "lists 2 learning rates but the model has 3"),
+        ("never", {"epochs": 0}, "strategy.epochs=0 must be an integer >= 1"),
+        ("never", {"optimizer_state": "drop"}, "optimizer_state='drop'"),
+        ("full_unfreeze", {"base_lr": -1}, "base_lr=-1 must be > 0"),
+    ],
+)
+def test_bad_strategy_input(name, over, message):
+    with pytest.raises(ConfigError, match=message):
+        compile_plan(strategy(name, **over), ONE_CYCLE, groups(3))
+
+
+def test_unknown_strategy_lists_choices():
+    with pytest.raises(ConfigError, match="choose one of: never, head_only, full_unfreeze"):
+        compile_plan({"name": "sometimes"}, ONE_CYCLE, groups(3))
+
+
+def test_plan_round_trips_as_plain_data():
+    plan = compile_plan(strategy("full_unfreeze"), ONE_CYCLE, groups(3))
+    assert Plan.from_dict(plan.to_dict()) == plan
