@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
+from omegaconf import DictConfig, OmegaConf
+
 from harness import lr as lrs
 from harness import schedules
 from harness.errors import ConfigError
@@ -182,8 +184,13 @@ COMPILERS = {
 }
 
 
+def _plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
 def compile_plan(strategy_cfg: Mapping, schedule_cfg: Mapping, groups: list[str]) -> Plan:
     """The plan for ``strategy_cfg`` on a model with ``groups``; all checks happen here, before training."""
+    strategy_cfg, schedule_cfg = _plain(strategy_cfg), _plain(schedule_cfg)
     name = strategy_cfg.get("name")
     if name not in COMPILERS:
         raise ConfigError(f"strategy.name={name!r} is not a strategy; choose one of: {', '.join(COMPILERS)}")

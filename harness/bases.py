@@ -1,0 +1,109 @@
+"""The base cache: each base network is trained once and shared by every treatment that needs it.
+
+An entry is a folder ``<cache_dir>/<key>/`` holding ``base.pt`` (a checkpoint), ``result.json`` (the base's
+result record) and ``entry.json`` (key and the checkpoint's sha256). The key is the run id of the base's
+config, i.e. a hash of exactly the inputs that decide its weights (data, split, half, model, optimizer,
+schedule, epochs, lr, batch size, seed).
+
+Concurrency and crashes: a file lock per key makes a second job wait while the first trains; the entry is
+built in a temporary folder and renamed into place, so a reader never sees half an entry. An entry whose
+files are missing or whose checksum does not match is reported, deleted and trained again, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from harness import record
+
+ENTRY_VERSION = 1
+
+
+@dataclass
+class BaseEntry:
+    key: str
+    folder: Path
+    checkpoint: Path
+    record: dict
+    trained_now: bool  # this job trained it (False: it came from the cache)
+
+    def summary(self) -> dict:
+        metrics = self.record["metrics"]
+        return {
+            "key": self.key,
+            "path": str(self.folder),
+            "half": self.record["config"]["half"],
+            "seed": self.record["config"]["seed"],
+            "test_acc": metrics["test_acc"],
+            "val_acc": metrics["val_acc"],
+            "test_acc_best_k": metrics["test_acc_best_k"],
+            "trained_now": self.trained_now,
+        }
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_entry(folder: Path, key: str) -> BaseEntry | None:
+    """The entry in ``folder`` if it is whole and intact, else None (and the reason printed)."""
+    if not folder.exists():
+        return None
+    try:
+        entry = json.loads((folder / "entry.json").read_text())
+        result = record.read_record(folder / record.RECORD_NAME)
+        ok = (
+            entry.get("version") == ENTRY_VERSION
+            and entry.get("key") == key
+            and result.get("status") == "ok"
+            and sha256(folder / "base.pt") == entry.get("sha256")
+        )
+    except (OSError, ValueError) as e:
+        print(f"base cache: entry {folder} is unreadable ({type(e).__name__}: {e}); training it again")
+        return None
+    if not ok:
+        print(f"base cache: entry {folder} is corrupt or incomplete (checksum, key or status); training it again")
+        return None
+    return BaseEntry(key, folder, folder / "base.pt", result, trained_now=False)
+
+
+def ensure_base(base_cfg: DictConfig, cache_dir: str | Path, train_fn) -> BaseEntry:
+    """The cached base for ``base_cfg``, training it first (under a lock) if it is missing or corrupt."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    key = record.run_id(OmegaConf.to_container(base_cfg, resolve=True))
+    folder = cache_dir / key
+    with FileLock(str(cache_dir / f"{key}.lock")):
+        entry = read_entry(folder, key)
+        if entry is not None:
+            return entry
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cfg = OmegaConf.create(OmegaConf.to_container(base_cfg, resolve=True))
+        with open_dict(cfg):
+            cfg.checkpoint = {"save": True, "dir": str(tmp / "checkpoints")}
+        print(f"base cache: training base {key} (half {cfg.half}, seed {cfg.seed})", flush=True)
+        result = train_fn(cfg, tmp)
+        if result["status"] != "ok":
+            raise RuntimeError(f"base {key} failed to train: {result['reason']}")
+        os.replace(result["checkpoint"], tmp / "base.pt")
+        shutil.rmtree(tmp / "checkpoints")
+        result["checkpoint"] = str(folder / "base.pt")
+        record.write_json_atomic(tmp / record.RECORD_NAME, result)
+        record.write_json_atomic(tmp / "entry.json", {"version": ENTRY_VERSION, "key": key, "sha256": sha256(tmp / "base.pt")})
+        os.replace(tmp, folder)
+        return BaseEntry(key, folder, folder / "base.pt", result, trained_now=True)

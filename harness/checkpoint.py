@@ -1,0 +1,81 @@
+"""Checkpoints: a plain dict of tensors and plain data, saved atomically, loaded with ``weights_only=True``.
+
+A checkpoint carries what is needed to continue exactly where a run stopped: weights, optimizer state,
+the freeze plan, the number of epochs done, the history so far, the layer-group split, the resolved
+config and the RNG state. Loading restores the freeze state from the plan (fastai and Lightning do not).
+A checkpoint is data, never code: ``torch.load(..., weights_only=True)`` refuses anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+from harness.errors import ConfigError
+from harness.groups import GroupedModel
+
+CHECKPOINT_VERSION = 1
+
+
+def save(path: str | Path, state: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save({"version": CHECKPOINT_VERSION, **state}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | Path) -> dict:
+    """Load and check a checkpoint; any problem is a one-line ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint '{path}' does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"checkpoint '{path}' was refused: it holds objects other than tensors and plain data "
+            f"(a checkpoint is never a way to run code): {first}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ConfigError(f"checkpoint '{path}' is unreadable (truncated or not a checkpoint): {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise ConfigError(f"checkpoint '{path}' is not a freezelab checkpoint (no 'model' entry)")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise ConfigError(
+            f"checkpoint '{path}' has version {state.get('version')!r}; this harness reads version {CHECKPOINT_VERSION}"
+        )
+    return state
+
+
+def load_model_state(model: GroupedModel, state: dict, path, *, n_groups: int | None = None) -> list[str]:
+    """Copy weights into ``model``: all groups, or only the first ``n_groups`` (the transfer building block).
+
+    Returns the names of the groups copied. Shapes must match exactly; a mismatch names the key.
+    """
+    groups = model.groups if n_groups is None else model.groups[:n_groups]
+    source = state["model"]
+    target = model.net.state_dict()
+    copied = {}
+    for key, value in target.items():
+        if not any(g.owns(key) for g in groups):
+            continue
+        if key not in source:
+            raise ConfigError(f"checkpoint '{path}' has no entry '{key}' for layer group of this model; architectures differ")
+        if source[key].shape != value.shape:
+            raise ConfigError(
+                f"checkpoint '{path}': '{key}' has shape {tuple(source[key].shape)}, this model needs {tuple(value.shape)}"
+            )
+        copied[key] = source[key]
+    model.net.load_state_dict(copied, strict=False)
+    return [g.name for g in groups]

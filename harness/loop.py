@@ -1,0 +1,129 @@
+"""The training loop: executes a freeze plan epoch by epoch. Reads top to bottom.
+
+Everything the loop needs is gathered in a :class:`Run` by :mod:`harness.train`; everything optional
+(progress, logging, pruning, diagnostics) is a :class:`harness.hooks.Hook`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from harness import freezing, schedules
+from harness.data import DataBundle, batches, num_batches
+from harness.errors import NumericalError
+from harness.freezing import GroupParams
+from harness.groups import GroupedModel
+from harness.hooks import Hook, call
+from harness.optim import build_optimizer, set_rates
+from harness.strategy import Plan
+
+EVAL_BATCH = 512
+
+
+@dataclass
+class Run:
+    model: GroupedModel
+    params: list[GroupParams]
+    plan: Plan
+    data: DataBundle
+    optim_cfg: dict
+    batch_size: int
+    seed: int
+    device: torch.device
+    hooks: list[Hook] = field(default_factory=list)
+    save_checkpoint: Callable[[Run], None] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    history: list[dict] = field(default_factory=list)
+    epochs_done: int = 0  # > 0 when resumed from a checkpoint
+
+    def shuffle_seed(self, epoch: int) -> int:
+        # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
+        return self.seed * 1_000_003 + epoch
+
+
+@torch.no_grad()
+def evaluate(net: torch.nn.Module, part, device, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``net`` on a data part, in eval mode."""
+    was_training = net.training
+    net.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in batches(part, batch_size, shuffle=False, device=device):
+        logits = net(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    net.train(was_training)
+    return loss_sum / count, correct / count
+
+
+def enter_phase(run: Run, index: int, first_epoch_of_phase: bool) -> None:
+    phase = run.plan.phases[index]
+    freezing.apply_trainable(run.params, phase.trainable, run.plan.bn)
+    reset = run.plan.optimizer_state == "reset" and first_epoch_of_phase
+    if run.optimizer is None or reset:
+        run.optimizer = build_optimizer(run.optim_cfg, run.params, phase.lr)
+    call(run.hooks, "on_phase_start", run, index)
+
+
+def fit(run: Run) -> None:
+    """Train ``run.model`` through the remaining epochs of ``run.plan``; history goes to ``run.history``."""
+    net, plan = run.model.net, run.plan
+    steps = num_batches(run.data.train, run.batch_size)
+    call(run.hooks, "on_run_start", run)
+    first_epoch = run.epochs_done
+    for epoch in range(first_epoch, plan.total_epochs):
+        phase_index, epoch_in_phase = plan.phase_at(epoch)
+        phase = plan.phases[phase_index]
+        if epoch_in_phase == 0 or epoch == first_epoch:
+            enter_phase(run, phase_index, first_epoch_of_phase=epoch_in_phase == 0)
+        freezing.set_modes(run.model, phase.trainable, plan.bn)
+
+        started = time.perf_counter()
+        phase_steps = phase.epochs * steps
+        loss_sum = torch.zeros((), device=run.device)
+        lr_max = [0.0] * len(plan.groups)
+        for i, (x, y) in enumerate(batches(run.data.train, run.batch_size, shuffle=True, seed=run.shuffle_seed(epoch), device=run.device)):
+            step = epoch_in_phase * steps + i
+            factor = schedules.lr_factor(phase.schedule, step, phase_steps, steps)
+            set_rates(run.optimizer, phase.lr, factor, schedules.momentum(phase.schedule, step, phase_steps))
+            lr_max = [max(m, lr * factor) for m, lr in zip(lr_max, phase.lr, strict=True)]
+
+            run.optimizer.zero_grad(set_to_none=True)  # also drops stale grads of groups frozen since
+            loss = F.cross_entropy(net(x), y)
+            if not torch.isfinite(loss):
+                raise NumericalError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+            loss.backward()
+            call(run.hooks, "after_backward", run)
+            run.optimizer.step()
+            loss_sum += loss.detach()
+            call(run.hooks, "on_batch_end", run, i + 1, steps, loss)
+        seconds = time.perf_counter() - started
+
+        val_loss, val_acc = evaluate(net, run.data.val, run.device)
+        test_loss, test_acc = evaluate(net, run.data.test, run.device)
+        trains = set(phase.trainable)
+        entry = {
+            "epoch": epoch + 1,
+            "phase": phase.name,
+            "phase_index": phase_index,
+            "train_loss": loss_sum.item() / steps,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            # The rate each group actually got (0 for frozen groups; their norm params may still train under bn=train).
+            "lr": {g: (pg["lr"] if g in trains else 0.0) for g, pg in zip(plan.groups, run.optimizer.param_groups, strict=True)},
+            "lr_max": {g: (m if g in trains else 0.0) for g, m in zip(plan.groups, lr_max, strict=True)},
+            "seconds": seconds,
+            "samples_per_s": len(run.data.train) / seconds if seconds > 0 else None,
+        }
+        run.history.append(entry)
+        run.epochs_done = epoch + 1
+        if run.save_checkpoint is not None:
+            run.save_checkpoint(run)
+        call(run.hooks, "on_epoch_end", run, entry)

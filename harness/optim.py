@@ -1,0 +1,45 @@
+"""Optimizers with one param group per layer group, and setting their rates from a schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from harness.errors import ConfigError
+from harness.freezing import GroupParams
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(optim_cfg: Mapping, params: list[GroupParams], rates: list[float]) -> torch.optim.Optimizer:
+    """One param group per layer group (named after it), every parameter included.
+
+    Frozen parameters are in the optimizer too but never get a gradient, and torch optimizers skip a
+    parameter whose ``.grad`` is None: that is what keeps them bit-identical and their state untouched,
+    and what lets an unfreeze keep the state of params already training (``optimizer_state: keep``).
+    """
+    name = optim_cfg.get("name")
+    groups = [{"params": g.all, "lr": lr, "name": g.name} for g, lr in zip(params, rates, strict=True)]
+    weight_decay = float(optim_cfg.get("weight_decay", 0.0))
+    if name == "sgd":
+        return torch.optim.SGD(
+            groups, lr=rates[-1], momentum=float(optim_cfg.get("momentum", 0.9)), weight_decay=weight_decay,
+            nesterov=bool(optim_cfg.get("nesterov", False)),
+        )
+    if name == "adamw":
+        betas = tuple(float(b) for b in optim_cfg.get("betas", (0.9, 0.99)))
+        return torch.optim.AdamW(groups, lr=rates[-1], betas=betas, eps=float(optim_cfg.get("eps", 1e-5)), weight_decay=weight_decay)
+    raise ConfigError(f"optim.name={name!r} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")
+
+
+def set_rates(optimizer: torch.optim.Optimizer, peak: list[float], factor: float, momentum: float | None) -> None:
+    """Scale every group's peak rate by the schedule's ``factor`` (keeps slice ratios); set momentum/beta1."""
+    for group, lr in zip(optimizer.param_groups, peak, strict=True):
+        group["lr"] = lr * factor
+        if momentum is None:
+            continue
+        if "betas" in group:
+            group["betas"] = (momentum, group["betas"][1])
+        elif "momentum" in group:
+            group["momentum"] = momentum

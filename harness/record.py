@@ -1,0 +1,84 @@
+"""The result record (``result.json``): the contract between a run and everything that reads it.
+
+Fields (schema version ``RECORD_VERSION``):
+- ``version``, ``run_id`` (hash of the resolved config, see :func:`run_id`), ``status`` (``ok`` | ``failed``
+  | ``pruned``), ``reason`` (why it failed or was pruned, else null), ``stopped_epoch``;
+- ``config``: the resolved config; ``plan``: the freeze plan (:class:`harness.strategy.Plan` as data);
+- ``groups``: per layer group name, modules, #params; ``summary``: per phase, the table printed at phase start;
+- ``metrics``: ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (last epoch), ``best_val_acc``,
+  ``test_acc_best_k`` (the paper's mean of the k best test evaluations) and ``best_k``;
+- ``history``: one entry per epoch: epoch, phase, phase_index, train_loss, val_loss, val_acc, test_acc,
+  test_loss, lr (per group, at the epoch's last step), lr_max (per group), seconds, samples_per_s;
+- ``timing``: seconds, samples_per_s, started, finished; ``environment``: versions, device, threads,
+  deterministic settings; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
+- ``warnings``: list of strings a reader should see; optional sections added by features
+  (``transfer``, ``trial``, ``diagnostics``).
+
+Written atomically: a reader sees the old file or the whole new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+RECORD_VERSION = 1
+RECORD_NAME = "result.json"
+
+# Config keys that do not change what a run computes, so they are not part of its identity.
+NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find", "threads")
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, default=_jsonable)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def run_id(config: dict) -> str:
+    """A short stable hash of the parts of the resolved config that decide the numbers."""
+    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def best_k_mean(values: list[float], k: int) -> float | None:
+    """The paper's metric: the mean of the k best evaluations of a run (all of them if fewer)."""
+    finite = sorted((v for v in values if v == v), reverse=True)
+    return sum(finite[:k]) / len(finite[:k]) if finite else None
+
+
+def read_record(path: str | Path) -> dict:
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,261 @@
+"""``python -m harness.train``: one run (or, with ``-m``, a Hydra multirun of them).
+
+One run, top to bottom: config -> data -> model + layer groups -> freeze plan -> loop -> result record.
+:func:`train` is an ordinary function of a composed config (tests call it directly); :func:`main` only
+wraps it for Hydra and turns user errors into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import harness
+from harness import checkpoint, record, transfer
+from harness.data import load_data
+from harness.errors import ConfigError, NumericalError
+from harness.freezing import split_group_params
+from harness.hooks import Hook, StopRun, call
+from harness.logger import build_logger_hooks
+from harness.loop import Run, fit
+from harness.models import build_model
+from harness.progress import ProgressHook
+from harness.strategy import compile_plan
+from harness.summary import phase_rows
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device={name!r} is not a device; use auto, cpu or cuda[:N]") from None
+
+
+def set_threads(threads) -> None:
+    if threads not in (None, "auto"):
+        if not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"threads={threads!r} must be a positive integer or auto")
+        torch.set_num_threads(threads)
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+
+
+def checkpoint_path(cfg: DictConfig, rid: str) -> Path:
+    return Path(cfg.checkpoint.dir) / rid / "last.pt"
+
+
+def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
+    hooks: list[Hook] = []
+    if cfg.get("progress", True):
+        hooks.append(ProgressHook())
+    hooks += build_logger_hooks(cfg.get("logger"), config, rid)
+    # [search] A job of an Optuna study reports val_acc to its trial every epoch and stops when pruned.
+    if cfg.get("trial") and cfg.trial.get("number") is not None:
+        from harness.search.trial_hook import TrialHook
+
+        hooks.append(TrialHook(cfg.trial))
+    return hooks
+
+
+def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) -> dict:
+    """Train one run as ``cfg`` says, write ``output_dir/result.json`` and return the record.
+
+    A transferability treatment (``transfer.treatment``) is first rewritten into the ordinary run it is
+    (:mod:`harness.transfer`); ``extra`` sections are added to the record as they are.
+    """
+    treatment = transfer.treatment_of(cfg)
+    if treatment is not None:
+        return transfer.run_treatment(cfg, output_dir, treatment, train)
+    output_dir = Path(output_dir)
+    started = datetime.now(UTC)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    rid = record.run_id(config)
+
+    # Everything that can be wrong with the input is checked here, before any training.
+    device = resolve_device(cfg.device)
+    set_threads(cfg.get("threads"))
+    seed_everything(cfg.seed)
+    data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
+    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
+    init_from = cfg.init.get("from")
+    if init_from:
+        source = checkpoint.load(init_from)
+        n = cfg.init.get("groups")
+        if n is not None and not (-len(model.groups) < n <= len(model.groups)):
+            raise ConfigError(f"init.groups={n} is out of range for {len(model.groups)} layer groups")
+        checkpoint.load_model_state(model, source, init_from, n_groups=n)
+    params = split_group_params(model)
+    plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
+    model.net.to(device)
+
+    ckpt_file = checkpoint_path(cfg, rid)
+
+    def save(run: Run) -> None:
+        checkpoint.save(
+            ckpt_file,
+            {
+                "model": run.model.net.state_dict(),
+                "optimizer": run.optimizer.state_dict(),
+                "plan": run.plan.to_dict(),
+                "epochs_done": run.epochs_done,
+                "history": run.history,
+                "groups": [{"name": g.name, "modules": list(g.prefixes)} for g in run.model.groups],
+                "config": config,
+                "run_id": rid,
+                "rng": torch.get_rng_state(),
+            },
+        )
+
+    run = Run(
+        model=model, params=params, plan=plan, data=data, optim_cfg=dict(cfg.optim), batch_size=int(cfg.batch_size),
+        seed=int(cfg.seed), device=device, hooks=build_hooks(cfg, config, rid),
+        save_checkpoint=save if cfg.checkpoint.save else None,
+    )
+    if cfg.get("resume") and ckpt_file.is_file():
+        resume_from(run, checkpoint.load(ckpt_file), ckpt_file)
+
+    status, reason = "ok", None
+    clock = time.perf_counter()
+    try:
+        fit(run)
+    except StopRun as stop:
+        status, reason = stop.status, stop.reason
+    except NumericalError as e:
+        status, reason = "failed", f"NumericalError: {e}"
+    except Exception as e:  # a sweep must go on: the record says what happened
+        status, reason = "failed", f"{type(e).__name__}: {e}"
+        traceback.print_exc()
+    seconds = time.perf_counter() - clock
+
+    result = make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_file, device)
+    result.update(extra or {})
+    call(run.hooks, "on_run_end", run, result)
+    record.write_json_atomic(output_dir / record.RECORD_NAME, result)
+    return result
+
+
+def resume_from(run: Run, state: dict, path: Path) -> None:
+    """Continue where a checkpoint stopped: weights, optimizer, freeze state, history, RNG."""
+    if state["plan"] != run.plan.to_dict():
+        raise ConfigError(f"checkpoint '{path}' was made with another freeze plan; delete it or set resume=false")
+    run.model.net.load_state_dict(state["model"])
+    run.epochs_done = int(state["epochs_done"])
+    run.history = list(state["history"])
+    torch.set_rng_state(state["rng"])
+    if run.epochs_done < run.plan.total_epochs:
+        from harness.loop import enter_phase
+
+        index, _ = run.plan.phase_at(run.epochs_done)
+        enter_phase(run, index, first_epoch_of_phase=False)  # restores requires_grad and builds the optimizer
+        run.optimizer.load_state_dict(state["optimizer"])
+    print(f"resumed from {path} after epoch {run.epochs_done}/{run.plan.total_epochs}")
+
+
+def make_record(cfg, config, rid, run: Run, status, reason, started, seconds, ckpt_file, device) -> dict:
+    history = run.history
+    last = history[-1] if history else {}
+    best_k = int(cfg.get("best_k", 10))
+    test_accs = [h["test_acc"] for h in history]
+    samples = sum(len(run.data.train) for _ in history)
+    return {
+        "version": record.RECORD_VERSION,
+        "run_id": rid,
+        "status": status,
+        "reason": reason,
+        "stopped_epoch": run.epochs_done if status != "ok" else None,
+        "config": config,
+        "plan": run.plan.to_dict(),
+        "groups": [
+            {"name": g.name, "modules": list(g.prefixes), "params": sum(p.numel() for p in gp.all)}
+            for g, gp in zip(run.model.groups, run.params, strict=True)
+        ],
+        "summary": [phase_rows(run.model, run.params, run.plan, i) for i in range(len(run.plan.phases))],
+        "metrics": {
+            "val_acc": last.get("val_acc"),
+            "val_loss": last.get("val_loss"),
+            "test_acc": last.get("test_acc"),
+            "test_loss": last.get("test_loss"),
+            "best_val_acc": max((h["val_acc"] for h in history), default=None),
+            "test_acc_best_k": record.best_k_mean(test_accs, best_k),
+            "best_k": min(best_k, len(test_accs)),
+        },
+        "history": history,
+        "data": {"name": run.data.name, "classes": run.data.classes, "train": len(run.data.train),
+                 "val": len(run.data.val), "test": len(run.data.test)},
+        "timing": {
+            "seconds": seconds,
+            "train_seconds": sum(h["seconds"] for h in history),
+            "samples_per_s": samples / sum(h["seconds"] for h in history) if history else None,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+        "environment": environment(device),
+        "harness": {"version": harness.__version__, "git_commit": record.git_commit()},
+        "checkpoint": str(ckpt_file) if cfg.checkpoint.save and ckpt_file.exists() else None,
+        "warnings": [],
+    }
+
+
+def _output_dir() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get().runtime.output_dir
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    output_dir = _output_dir()
+    try:
+        result = train(cfg, output_dir)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        if _is_multirun():
+            return None  # this job is bad; the other jobs of the sweep still run
+        sys.exit(2)
+    print(f"{result['status']}: val_acc {result['metrics']['val_acc']} test_acc {result['metrics']['test_acc']}; "
+          f"result in {os.path.join(output_dir, record.RECORD_NAME)}", flush=True)
+    if result["status"] == "failed" and not _is_multirun():
+        print(f"error: run failed: {result['reason']}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    return result["metrics"]["val_acc"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""One run end to end, composed from the real config tree and shrunk to tiny data."""
+
+import json
+
+import pytest
+import torch
+
+from harness import checkpoint
+from harness.hooks import Hook
+from harness.record import RECORD_NAME, RECORD_VERSION
+from harness.train import train
+
+
+def run(make_cfg, tmp_path, overrides=(), name="run"):
+    cfg = make_cfg(list(overrides))
+    return train(cfg, tmp_path / name), cfg
+
+
+def test_record_schema(make_cfg, tmp_path):
+    result, cfg = run(make_cfg, tmp_path, ["strategy=full_unfreeze", "strategy.epochs=2"])
+    on_disk = json.loads((tmp_path / "run" / RECORD_NAME).read_text())
+    assert on_disk == json.loads(json.dumps(result))
+    assert on_disk["version"] == RECORD_VERSION and on_disk["status"] == "ok" and on_disk["reason"] is None
+    for key in ("val_acc", "test_acc", "val_loss", "test_loss", "best_val_acc", "test_acc_best_k"):
+        assert 0 <= on_disk["metrics"][key] < 10, key
+    names = [g["name"] for g in on_disk["groups"]]
+    assert names[-1] == "head" and all(g["params"] > 0 for g in on_disk["groups"])
+    assert [h["epoch"] for h in on_disk["history"]] == [1, 2, 3]
+    assert [h["phase"] for h in on_disk["history"]] == ["frozen", "unfrozen", "unfrozen"]
+    for entry in on_disk["history"]:
+        assert set(entry["lr"]) == set(names) and entry["seconds"] > 0
+    # The frozen phase gives frozen groups lr 0; the unfrozen phase gives every group a positive rate.
+    assert all(v == 0 for g, v in on_disk["history"][0]["lr"].items() if g != "head")
+    assert all(v > 0 for v in on_disk["history"][1]["lr_max"].values())
+    assert on_disk["config"]["strategy"]["name"] == "full_unfreeze"
+    assert on_disk["plan"]["phases"][1]["trainable"] == names
+    assert len(on_disk["summary"]) == 2 and on_disk["summary"][0][-1]["trainable"] == "yes"
+    assert on_disk["timing"]["seconds"] > 0 and on_disk["timing"]["samples_per_s"] > 0
+    assert on_disk["harness"]["version"]
+    assert len(on_disk["run_id"]) == 16
+
+
+def test_learns_the_synthetic_data(make_cfg, tmp_path):
+    result, _ = run(make_cfg, tmp_path, ["epochs=6", "lr=1e-2", "batch_size=16"])
+    assert result["metrics"]["test_acc"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_same_seed_same_numbers(make_cfg, tmp_path):
+    a, _ = run(make_cfg, tmp_path, ["seed=3"], "a")
+    b, _ = run(make_cfg, tmp_path, ["seed=3"], "b")
+    c, _ = run(make_cfg, tmp_path, ["seed=4"], "c")
+    assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
+    assert a["metrics"] == b["metrics"]
+    assert a["run_id"] == b["run_id"] != c["run_id"]
+    assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
+
+
+class Interrupt(Hook):
+    """Simulates a killed process: stops after ``at`` epochs, once the checkpoint is on disk."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, run, entry):
+        if entry["epoch"] == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("strategy", ["full_unfreeze", "gradual"])
+def test_resume_ends_with_the_same_numbers(make_cfg, tmp_path, monkeypatch, strategy):
+    over = [f"strategy={strategy}", "strategy.epochs=2", "model.batchnorm=true", "model.dropout=0.2"]
+    straight, _ = run(make_cfg, tmp_path / "straight", over)
+
+    import harness.train as train_module
+
+    original = train_module.build_hooks
+    monkeypatch.setattr(train_module, "build_hooks", lambda *a: original(*a) + [Interrupt(2)])
+    with pytest.raises(KeyboardInterrupt):
+        run(make_cfg, tmp_path / "broken", over)
+    monkeypatch.setattr(train_module, "build_hooks", original)
+    cfg = make_cfg(over + ["resume=true"])
+    assert checkpoint.load(train_module.checkpoint_path(cfg, straight["run_id"]))["epochs_done"] == 2
+    resumed = train(cfg, tmp_path / "resumed")
+
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_init_from_copies_the_first_groups(make_cfg, tmp_path):
+    first, _ = run(make_cfg, tmp_path, ["split=random_half", "half=A"], "base")
+    base = checkpoint.load(first["checkpoint"])["model"]
+    cfg = make_cfg(["split=random_half", "half=B", f"init.from={first['checkpoint']}", "init.groups=2", "epochs=1",
+                    "strategy=head_only"])
+    second = train(cfg, tmp_path / "transfer")
+    after = checkpoint.load(second["checkpoint"])["model"]
+    # head_only: the two copied conv groups are frozen, so they still equal the base bit for bit
+    for key in ("conv1.0.weight", "conv2.0.weight"):
+        assert torch.equal(after[key], base[key]), key
+    assert not torch.equal(after["head.0.weight"] if "head.0.weight" in after else after["head.weight"],
+                           base["head.0.weight"] if "head.0.weight" in base else base["head.weight"])
