@@ -51,8 +51,9 @@ TREATMENTS = {
 
 
 def treatment_of(cfg: DictConfig) -> Treatment | None:
-    name = cfg.get("transfer", {}).get("treatment")
-    if name is None:
+    section = cfg.get("transfer") or {}
+    name = section.get("treatment")
+    if name is None or section.get("rewritten"):  # None, or already turned into its ordinary run
         return None
     if name not in TREATMENTS:
         raise ConfigError(f"transfer.treatment={name!r} is not a treatment; choose one of: {', '.join(TREATMENTS)}")
@@ -95,6 +96,7 @@ def treatment_config(cfg: DictConfig, treatment: Treatment, n: int | None, base_
     with open_dict(out):
         out.pop("hydra", None)
         out.half = "B"
+        out.transfer.rewritten = True
         epochs = int(t.get("epochs") or cfg.epochs)
         if treatment.name in ("warm", "scratch"):
             strategy = {"name": "never", "epochs": epochs, "lr": cfg.lr}
