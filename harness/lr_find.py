@@ -26,6 +26,7 @@ from harness import freezing
 from harness.data import batches
 from harness.errors import ConfigError
 from harness.optim import build_optimizer, set_rates
+from harness.train import CONF_DIR
 
 
 @dataclass
@@ -150,7 +151,7 @@ def plot(result: LrFindResult, path: Path) -> None:
     plt.close(fig)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 

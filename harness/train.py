@@ -33,6 +33,9 @@ from harness.progress import ProgressHook
 from harness.strategy import compile_plan
 from harness.summary import phase_rows
 
+# An absolute path: Hydra resolves a relative one against the package when the app is not __main__.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -239,7 +242,7 @@ def _is_multirun() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     output_dir = _output_dir()
     try:
@@ -258,4 +261,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run the task function of the importable module, not of __main__: process-pool launchers (joblib,
+    # submitit) pickle it, and a function of __main__ is pickled by value with all of torch behind it.
+    from harness.train import main as importable_main
+
+    importable_main()
