@@ -25,9 +25,10 @@ def format_seconds(seconds: float) -> str:
 
 
 class ProgressHook(Hook):
-    def __init__(self, stream=None, prefix: str = ""):
+    def __init__(self, stream=None, prefix: str = "", epoch_lines: bool = True):
         self.stream = stream or sys.stdout
-        self.live = interactive(self.stream)
+        self.epoch_lines = epoch_lines  # the plan and the phase summaries are printed either way
+        self.live = epoch_lines and interactive(self.stream)
         self.prefix = prefix
         self.best = float("-inf")
         self.started = time.perf_counter()
@@ -57,6 +58,8 @@ class ProgressHook(Hook):
         print(line, end="", file=self.stream, flush=True)
 
     def on_epoch_end(self, run, entry: dict) -> None:
+        if not self.epoch_lines:
+            return
         self.best = max(self.best, entry["val_acc"])
         epochs_run = run.epochs_done - self.first_epoch
         left = (time.perf_counter() - self.started) / epochs_run * (run.plan.total_epochs - run.epochs_done)

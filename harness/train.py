@@ -77,9 +77,7 @@ def checkpoint_path(cfg: DictConfig, rid: str) -> Path:
 
 
 def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
-    hooks: list[Hook] = []
-    if cfg.get("progress", True):
-        hooks.append(ProgressHook())
+    hooks: list[Hook] = [ProgressHook(epoch_lines=bool(cfg.get("progress", True)))]
     hooks += build_logger_hooks(cfg.get("logger"), config, rid)
     # [search] A job of an Optuna study reports val_acc to its trial every epoch and stops when pruned.
     if cfg.get("trial") and cfg.trial.get("number") is not None:
