@@ -20,6 +20,7 @@ from harness.freezing import GroupParams
 from harness.groups import GroupedModel
 from harness.hooks import Hook, call
 from harness.optim import build_optimizer, set_rates
+from harness.prefix import phase_view
 from harness.strategy import Plan
 
 EVAL_BATCH = 512
@@ -40,6 +41,7 @@ class Run:
     optimizer: torch.optim.Optimizer | None = None
     history: list[dict] = field(default_factory=list)
     epochs_done: int = 0  # > 0 when resumed from a checkpoint
+    prefix_cache: bool = True  # run a frozen, static input-side prefix once per phase (harness/prefix.py)
 
     def shuffle_seed(self, epoch: int) -> int:
         # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -72,7 +74,7 @@ def enter_phase(run: Run, index: int, first_epoch_of_phase: bool) -> None:
 
 def fit(run: Run) -> None:
     """Train ``run.model`` through the remaining epochs of ``run.plan``; history goes to ``run.history``."""
-    net, plan = run.model.net, run.plan
+    plan = run.plan
     steps = num_batches(run.data.train, run.batch_size)
     call(run.hooks, "on_run_start", run)
     first_epoch = run.epochs_done
@@ -81,20 +83,22 @@ def fit(run: Run) -> None:
         phase = plan.phases[phase_index]
         if epoch_in_phase == 0 or epoch == first_epoch:
             enter_phase(run, phase_index, first_epoch_of_phase=epoch_in_phase == 0)
+            # What this phase feeds to which module: the whole net on the data, or net[k:] on cached features.
+            view = phase_view(run.model, phase, plan.bn, run.data, run.device, enabled=run.prefix_cache)
         freezing.set_modes(run.model, phase.trainable, plan.bn)
 
         started = time.perf_counter()
         phase_steps = phase.epochs * steps
         loss_sum = torch.zeros((), device=run.device)
         lr_max = [0.0] * len(plan.groups)
-        for i, (x, y) in enumerate(batches(run.data.train, run.batch_size, shuffle=True, seed=run.shuffle_seed(epoch), device=run.device)):
+        for i, (x, y) in enumerate(batches(view.data.train, run.batch_size, shuffle=True, seed=run.shuffle_seed(epoch), device=run.device)):
             step = epoch_in_phase * steps + i
             factor = schedules.lr_factor(phase.schedule, step, phase_steps, steps)
             set_rates(run.optimizer, phase.lr, factor, schedules.momentum(phase.schedule, step, phase_steps))
             lr_max = [max(m, lr * factor) for m, lr in zip(lr_max, phase.lr, strict=True)]
 
             run.optimizer.zero_grad(set_to_none=True)  # also drops stale grads of groups frozen since
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(view.net(x), y)
             if not torch.isfinite(loss):
                 raise NumericalError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
             loss.backward()
@@ -104,8 +108,8 @@ def fit(run: Run) -> None:
             call(run.hooks, "on_batch_end", run, i + 1, steps, loss)
         seconds = time.perf_counter() - started
 
-        val_loss, val_acc = evaluate(net, run.data.val, run.device)
-        test_loss, test_acc = evaluate(net, run.data.test, run.device)
+        val_loss, val_acc = evaluate(view.net, view.data.val, run.device)
+        test_loss, test_acc = evaluate(view.net, view.data.test, run.device)
         trains = set(phase.trainable)
         entry = {
             "epoch": epoch + 1,
@@ -120,6 +124,7 @@ def fit(run: Run) -> None:
             "lr": {g: (pg["lr"] if g in trains else 0.0) for g, pg in zip(plan.groups, run.optimizer.param_groups, strict=True)},
             "lr_max": {g: (m if g in trains else 0.0) for g, m in zip(plan.groups, lr_max, strict=True)},
             "seconds": seconds,
+            "cached_groups": view.cached_groups,
             "samples_per_s": len(run.data.train) / seconds if seconds > 0 else None,
         }
         run.history.append(entry)

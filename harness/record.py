@@ -30,7 +30,7 @@ RECORD_VERSION = 1
 RECORD_NAME = "result.json"
 
 # Config keys that do not change what a run computes, so they are not part of its identity.
-NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find", "threads", "experiment_name")
+NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find", "threads", "experiment_name", "prefix_cache")
 
 
 def write_json_atomic(path: str | Path, data) -> None:

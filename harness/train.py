@@ -140,7 +140,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     run = Run(
         model=model, params=params, plan=plan, data=data, optim_cfg=dict(cfg.optim), batch_size=int(cfg.batch_size),
         seed=int(cfg.seed), device=device, hooks=build_hooks(cfg, config, rid),
-        save_checkpoint=save if cfg.checkpoint.save else None,
+        save_checkpoint=save if cfg.checkpoint.save else None, prefix_cache=bool(cfg.get("prefix_cache", True)),
     )
     if cfg.get("resume") and ckpt_file.is_file():
         resume_from(run, checkpoint.load(ckpt_file), ckpt_file)

@@ -1,0 +1,57 @@
+"""Frozen-prefix caching changes the cost, never the numbers."""
+
+import pytest
+import torch
+
+from harness.prefix import cacheable_groups
+from harness.train import train
+from tests.test_freezing import setup
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["strategy=head_only"],
+        ["strategy=freeze_to", "strategy.k=2"],
+        ["strategy=gradual", "strategy.every=1", "epochs=1"],
+        ["strategy=full_unfreeze", "strategy.epochs=1", "model.batchnorm=true", "strategy.bn=eval"],
+    ],
+)
+def test_cached_and_uncached_runs_give_the_same_numbers(make_cfg, tmp_path, overrides):
+    cached = train(make_cfg(overrides + ["prefix_cache=true"]), tmp_path / "cached")
+    plain = train(make_cfg(overrides + ["prefix_cache=false"]), tmp_path / "plain")
+    assert any(h["cached_groups"] > 0 for h in cached["history"])  # the fast path really ran
+    assert all(h["cached_groups"] == 0 for h in plain["history"])
+    for a, b in zip(cached["history"], plain["history"], strict=True):
+        for key in ("train_loss", "val_loss", "val_acc", "test_loss", "test_acc"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert cached["metrics"]["test_acc"] == plain["metrics"]["test_acc"]
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["strategy=head_only"], 3),  # conv1 conv2 fc1 frozen and static
+        (["strategy=never"], 0),  # nothing frozen
+        (["strategy=head_only", "model.dropout=0.5"], 2),  # fc1 has dropout: only the convs are static
+        (["strategy=head_only", "model.batchnorm=true"], 0),  # bn=train: running stats move
+        (["strategy=head_only", "model.batchnorm=true", "strategy.bn=frozen"], 0),  # stats still move
+        (["strategy=head_only", "model.batchnorm=true", "strategy.bn=eval"], 3),
+        (["strategy=surgical", "strategy.groups=[conv1]"], 0),  # the first group trains
+    ],
+)
+def test_only_static_frozen_prefixes_are_cached(make_cfg, overrides, expected):
+    run = setup(make_cfg(overrides))
+    assert cacheable_groups(run.model, run.plan.phases[0], run.plan.bn, run.data) == expected
+
+
+def test_cached_features_equal_the_prefix_output(make_cfg):
+    from harness.prefix import phase_view
+
+    run = setup(make_cfg(["strategy=head_only"]))
+    view = phase_view(run.model, run.plan.phases[0], run.plan.bn, run.data, "cpu")
+    run.model.net.eval()
+    with torch.no_grad():
+        direct = run.model.net[:3](run.data.val.x)
+    assert torch.allclose(view.data.val.x, direct, atol=1e-6)
+    assert torch.equal(view.data.val.y, run.data.val.y)
