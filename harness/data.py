@@ -20,7 +20,7 @@ import math
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,12 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def on(self, device: torch.device | str) -> DataBundle:
+        """The same bundle with its in-memory parts resident on ``device`` (datasets stay where they are)."""
+        move = {k: getattr(self, k) for k in ("train", "val", "test")}
+        move = {k: p.to(device) if isinstance(p, TensorPart) else p for k, p in move.items()}
+        return replace(self, **move)
 
 
 # -- the public entry points ---------------------------------------------------------------------------------

@@ -81,13 +81,13 @@ def fit(run: Run) -> None:
     for epoch in range(first_epoch, plan.total_epochs):
         phase_index, epoch_in_phase = plan.phase_at(epoch)
         phase = plan.phases[phase_index]
+        started = time.perf_counter()  # the epoch's seconds include a phase's setup (and prefix features)
         if epoch_in_phase == 0 or epoch == first_epoch:
             enter_phase(run, phase_index, first_epoch_of_phase=epoch_in_phase == 0)
             # What this phase feeds to which module: the whole net on the data, or net[k:] on cached features.
             view = phase_view(run.model, phase, plan.bn, run.data, run.device, enabled=run.prefix_cache)
         freezing.set_modes(run.model, phase.trainable, plan.bn)
 
-        started = time.perf_counter()
         phase_steps = phase.epochs * steps
         loss_sum = torch.zeros((), device=run.device)
         lr_max = [0.0] * len(plan.groups)

@@ -54,11 +54,26 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device={name!r} is not a device; use auto, cpu or cuda[:N]") from None
 
 
-def set_threads(threads) -> None:
-    if threads not in (None, "auto"):
-        if not isinstance(threads, int) or threads < 1:
-            raise ConfigError(f"threads={threads!r} must be a positive integer or auto")
-        torch.set_num_threads(threads)
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once on this machine (a process-pool launcher's n_jobs), else 1."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        launcher = HydraConfig.get().launcher
+    except (ImportError, ValueError):  # not inside a Hydra app
+        return 1
+    jobs = launcher.get("n_jobs") or 1
+    return max(1, int(jobs)) if int(jobs) > 0 else os.cpu_count() or 1
+
+
+def set_threads(threads) -> int:
+    """Torch's intra-op threads: given, or the cores shared fairly among parallel jobs (no oversubscription)."""
+    if threads is None or threads == "auto":
+        threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // parallel_jobs()))
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ConfigError(f"threads={threads!r} must be a positive integer or auto")
+    torch.set_num_threads(threads)
+    return threads
 
 
 def environment(device: torch.device) -> dict:
@@ -118,6 +133,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     params = split_group_params(model)
     plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
     model.net.to(device)
+    data = data.on(device)  # in-memory parts move once, not batch by batch
 
     ckpt_file = checkpoint_path(cfg, rid)
 
