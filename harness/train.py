@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import harness
 from harness import checkpoint, record, transfer
+from harness.compose import CONF_DIR as CONF_PATH
 from harness.data import load_data
 from harness.errors import ConfigError, NumericalError
 from harness.freezing import split_group_params
@@ -34,7 +35,7 @@ from harness.strategy import compile_plan
 from harness.summary import phase_rows
 
 # An absolute path: Hydra resolves a relative one against the package when the app is not __main__.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(CONF_PATH)
 
 
 def seed_everything(seed: int) -> None:
@@ -102,22 +103,8 @@ def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
     return hooks
 
 
-def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) -> dict:
-    """Train one run as ``cfg`` says, write ``output_dir/result.json`` and return the record.
-
-    A transferability treatment (``transfer.treatment``) is first rewritten into the ordinary run it is
-    (:mod:`harness.transfer`); ``extra`` sections are added to the record as they are.
-    """
-    treatment = transfer.treatment_of(cfg)
-    if treatment is not None:
-        return transfer.run_treatment(cfg, output_dir, treatment, train)
-    output_dir = Path(output_dir)
-    started = datetime.now(UTC)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config.pop("hydra", None)
-    rid = record.run_id(config)
-
-    # Everything that can be wrong with the input is checked here, before any training.
+def build_run(cfg: DictConfig) -> Run:
+    """Data, model with its layer groups, freeze plan and optimizer settings, all checked; nothing trained."""
     device = resolve_device(cfg.device)
     set_threads(cfg.get("threads"))
     seed_everything(cfg.seed)
@@ -133,7 +120,30 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     params = split_group_params(model)
     plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
     model.net.to(device)
-    data = data.on(device)  # in-memory parts move once, not batch by batch
+    return Run(
+        model=model, params=params, plan=plan, data=data.on(device), optim_cfg=dict(cfg.optim),
+        batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device,
+        prefix_cache=bool(cfg.get("prefix_cache", True)),
+    )
+
+
+def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) -> dict:
+    """Train one run as ``cfg`` says, write ``output_dir/result.json`` and return the record.
+
+    A transferability treatment (``transfer.treatment``) is first rewritten into the ordinary run it is
+    (:mod:`harness.transfer`); ``extra`` sections are added to the record as they are.
+    """
+    treatment = transfer.treatment_of(cfg)
+    if treatment is not None:
+        return transfer.run_treatment(cfg, output_dir, treatment, train)
+    output_dir = Path(output_dir)
+    started = datetime.now(UTC)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    rid = record.run_id(config)
+
+    run = build_run(cfg)  # everything that can be wrong with the input fails here, before any training
+    device = run.device
 
     ckpt_file = checkpoint_path(cfg, rid)
 
@@ -153,11 +163,8 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
             },
         )
 
-    run = Run(
-        model=model, params=params, plan=plan, data=data, optim_cfg=dict(cfg.optim), batch_size=int(cfg.batch_size),
-        seed=int(cfg.seed), device=device, hooks=build_hooks(cfg, config, rid),
-        save_checkpoint=save if cfg.checkpoint.save else None, prefix_cache=bool(cfg.get("prefix_cache", True)),
-    )
+    run.hooks = build_hooks(cfg, config, rid)
+    run.save_checkpoint = save if cfg.checkpoint.save else None
     if cfg.get("resume") and ckpt_file.is_file():
         resume_from(run, checkpoint.load(ckpt_file), ckpt_file)
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
+
+from harness.compose import CONF_DIR
+from harness.compose import compose_config as compose
 
 REPO = Path(__file__).resolve().parents[1]
-CONF = REPO / "conf"
+CONF = CONF_DIR
 
-# Tiny and fast: generated data, a small convnet, two epochs, no checkpoints unless a test asks.
+# Tiny and fast: generated data, a small convnet, two epochs, one thread.
 TINY = [
     "data=synthetic",
     "model=convnet",
@@ -25,13 +27,7 @@ TINY = [
 
 
 def compose_config(overrides: list[str] | None = None, *, tiny: bool = True, root: Path | None = None) -> DictConfig:
-    overrides = (TINY if tiny else []) + list(overrides or [])
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    if root is not None:
-        with open_dict(cfg):
-            cfg.paths.output_root = str(root)
-    return cfg
+    return compose(TINY + list(overrides or []) if tiny else overrides, root=root)
 
 
 @pytest.fixture

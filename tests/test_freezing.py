@@ -6,23 +6,12 @@ import copy
 import pytest
 import torch
 
-from harness.data import load_data
-from harness.freezing import split_group_params
-from harness.loop import Run, fit
-from harness.models import build_model
-from harness.strategy import compile_plan
-from harness.train import seed_everything
+from harness.loop import fit
+from harness.train import build_run
 
 
 def setup(cfg):
-    seed_everything(0)
-    data = load_data(cfg.data, cfg.split)
-    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
-    params = split_group_params(model)
-    plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
-    run = Run(model=model, params=params, plan=plan, data=data, optim_cfg=dict(cfg.optim), batch_size=32, seed=0,
-              device=torch.device("cpu"))
-    return run
+    return build_run(cfg)
 
 
 def snapshot(run):
