@@ -1,0 +1,303 @@
+"""``python -m harness.bench``: the performance comparisons, measured side by side in one process run.
+
+Machines here are noisy, so every comparison is a *ratio* of two things measured interleaved in the same
+run, each the median of several repeats; absolute seconds are printed for context only.
+
+| name | compares |
+|---|---|
+| `loop` | harness training epoch vs a minimal hand-written PyTorch loop (same model, data, batch, optimizer) |
+| `frozen` | per-epoch time of `head_only` / `freeze_to(2)` (prefix cached and not) vs all layers training |
+| `grid` | a transferability grid with base reuse and prefix caching vs every job training its own bases, uncached |
+| `fastai` | fastai's `fine_tune` vs `strategy=full_unfreeze` on the same model, data, epochs and lr |
+| `memory` | peak resident memory of one run and of a 2-worker sweep (joblib launcher) |
+| `diagnostics` | per-epoch cost of the diagnostics hook (weights, gradient norms), when it is installed |
+
+Results are printed as a table and written to JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness.compose import compose_config
+from harness.loop import fit
+from harness.train import build_run, train
+
+MNIST = ["data=mnist5k", "model=convnet", "progress=false", "checkpoint.save=false"]
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def _cfg(overrides, root=None):
+    return compose_config(MNIST + list(overrides), root=root)
+
+
+# --- 1. harness vs a hand-written loop -------------------------------------------------------------------
+
+
+def hand_epoch(net, x, y, optimizer, batch_size: int, seed: int) -> float:
+    """The minimal loop anyone would write: shuffle, forward, loss, backward, step."""
+    net.train()
+    started = time.perf_counter()
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    for i in range(0, len(x), batch_size):
+        idx = order[i : i + batch_size]
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(net(x[idx]), y[idx]).backward()
+        optimizer.step()
+    return time.perf_counter() - started
+
+
+def bench_loop(repeats: int) -> dict:
+    cfg = _cfg(["strategy=never", "epochs=1", "schedule=constant", "optim=adamw", "batch_size=64", "lr=1e-3"])
+    harness_s, plain_s = [], []
+    for r in range(repeats + 1):  # the first round warms up allocators and kernels
+        run = build_run(cfg)
+        fit(run)
+        plain = build_run(cfg)  # same model init, same data tensors
+        optimizer = torch.optim.AdamW(plain.model.net.parameters(), lr=1e-3, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
+        seconds = hand_epoch(plain.model.net, plain.data.train.x, plain.data.train.y, optimizer, 64, seed=r)
+        if r:
+            harness_s.append(run.history[0]["seconds"])
+            plain_s.append(seconds)
+    ratio = median(plain_s) / median(harness_s)
+    return {"name": "loop", "metric": "harness throughput / hand-written loop", "value": ratio, "target": ">= 0.95",
+            "ok": ratio >= 0.95, "seconds": {"harness": median(harness_s), "plain": median(plain_s)}}
+
+
+# --- 2. frozen groups cost only their forward pass, and a static prefix runs once --------------------------
+
+
+def epoch_seconds(overrides, epochs=3) -> float:
+    run = build_run(_cfg(overrides + [f"epochs={epochs}"]))
+    fit(run)
+    return median([h["seconds"] for h in run.history[1:]])  # after the first epoch
+
+
+def bench_frozen(repeats: int) -> dict:
+    variants = {
+        "all_trainable": ["strategy=never"],
+        "head_only": ["strategy=head_only"],
+        "head_only_uncached": ["strategy=head_only", "prefix_cache=false"],
+        "freeze_to_2": ["strategy=freeze_to", "strategy.k=2"],
+        "freeze_to_2_uncached": ["strategy=freeze_to", "strategy.k=2", "prefix_cache=false"],
+    }
+    times = {k: [] for k in variants}
+    for _ in range(repeats):
+        for name, over in variants.items():
+            times[name].append(epoch_seconds(over))
+    med = {k: median(v) for k, v in times.items()}
+    speedups = {k: med["all_trainable"] / v for k, v in med.items() if k != "all_trainable"}
+    return {"name": "frozen", "metric": "per-epoch speed-up of head_only (cached) over all-trainable",
+            "value": speedups["head_only"], "target": ">= 5", "ok": speedups["head_only"] >= 5,
+            "speedups": speedups, "seconds": med}
+
+
+# --- 3. base reuse and prefix caching over a whole grid ------------------------------------------------------
+
+
+def grid_jobs(jobs: int):
+    treatments = ["BnB", "BnB+", "AnB", "AnB+", "random"]
+    cells = [(t, n) for t in treatments for n in (1, 2, 3, 4)]
+    return cells[:jobs]
+
+
+def run_grid(cells, reuse: bool, root: Path) -> float:
+    started = time.perf_counter()
+    for i, (treatment, n) in enumerate(cells):
+        cache = root / "bases" if reuse else root / f"bases_{i}"  # no reuse: every job trains its own bases
+        cfg = compose_config(
+            ["experiment=transferability_quick", f"transfer.treatment={treatment}", f"transfer.n={n}",
+             "progress=false", f"transfer.cache_dir={cache}", f"prefix_cache={str(reuse).lower()}"],
+            root=root,
+        )
+        train(cfg, root / f"job_{i}")
+    return time.perf_counter() - started
+
+
+def bench_grid(jobs: int) -> dict:
+    cells = grid_jobs(jobs)
+    with tempfile.TemporaryDirectory() as tmp:
+        fast = run_grid(cells, True, Path(tmp) / "fast")
+        slow = run_grid(cells, False, Path(tmp) / "slow")
+    return {"name": "grid", "metric": f"wall-time speed-up of a {len(cells)}-job transferability grid (reuse + cache)",
+            "value": slow / fast, "target": "> 1", "ok": slow > fast, "seconds": {"reuse_and_cache": fast, "naive": slow}}
+
+
+# --- 4. against fastai's fine_tune ----------------------------------------------------------------------------
+
+
+def bench_fastai(repeats: int, epochs: int = 3) -> dict:
+    try:
+        import fastai.callback.progress  # noqa: F401  (patches Learner.no_bar)
+        import fastai.callback.schedule  # noqa: F401  (patches Learner.fine_tune, fit_one_cycle)
+        from fastai.data.core import DataLoaders
+        from fastai.data.load import DataLoader as FastaiLoader
+        from fastai.learner import Learner
+        from fastai.losses import CrossEntropyLossFlat
+        from fastai.metrics import accuracy
+        from fastai.optimizer import Adam
+    except ImportError:
+        return {"name": "fastai", "metric": "fastai not installed (pip install -e '.[bench]')", "value": None,
+                "target": "<= 1.0", "ok": None}
+
+    ours_s, theirs_s, ours_acc, theirs_acc = [], [], [], []
+    for r in range(repeats):
+        cfg = _cfg(["strategy=full_unfreeze", f"strategy.epochs={epochs}", "strategy.bn=train", f"seed={r}"])
+        run = build_run(cfg)
+        start_weights = copy.deepcopy(run.model.net.state_dict())
+        clock = time.perf_counter()
+        fit(run)
+        ours_s.append(time.perf_counter() - clock)
+        ours_acc.append(run.history[-1]["test_acc"])
+
+        other = build_run(cfg)
+        other.model.net.load_state_dict(start_weights)  # the same starting weights
+        data = other.data
+        train_ds = list(zip(data.train.x, data.train.y, strict=True))
+        valid_ds = list(zip(data.val.x, data.val.y, strict=True))
+        dls = DataLoaders(FastaiLoader(train_ds, bs=64, shuffle=True, drop_last=False),
+                          FastaiLoader(valid_ds, bs=512), device="cpu")
+        groups = [list(g.parameters()) for g in other.model.net.children()]
+        learn = Learner(dls, other.model.net, loss_func=CrossEntropyLossFlat(), opt_func=Adam, metrics=accuracy,
+                        splitter=lambda _m, groups=groups: groups, wd=0.01)
+        with learn.no_bar(), learn.no_logging():
+            clock = time.perf_counter()
+            learn.fine_tune(epochs, base_lr=2e-3)
+            theirs_s.append(time.perf_counter() - clock)
+        net = other.model.net.eval()
+        with torch.no_grad():
+            theirs_acc.append((net(data.test.x).argmax(1) == data.test.y).float().mean().item())
+        del learn
+    ratio = median(ours_s) / median(theirs_s)
+    gap = 100 * (median(ours_acc) - median(theirs_acc))
+    return {"name": "fastai", "metric": "wall time of full_unfreeze / fastai fine_tune", "value": ratio,
+            "target": "<= 1.0 at accuracy within 0.5 pts", "ok": ratio <= 1.0 and gap > -0.5,
+            "seconds": {"harness": median(ours_s), "fastai": median(theirs_s)},
+            "test_acc": {"harness": median(ours_acc), "fastai": median(theirs_acc), "gap_points": gap}}
+
+
+# --- 6. peak resident memory ----------------------------------------------------------------------------------
+
+
+def _tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc (Linux)."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            total += int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return total
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_kb(proc.pid))
+        time.sleep(0.1)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}")
+    return peak / 1024
+
+
+def bench_memory() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        base = [sys.executable, "-m", "harness.train"]
+        one = peak_rss_mb(base + MNIST + ["epochs=2", f"paths.output_root={tmp}"])
+        sweep = peak_rss_mb(base + ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *MNIST, "epochs=2",
+                                    "seed=0,1,2,3", f"paths.output_root={tmp}"])
+    return {"name": "memory", "metric": "peak RSS (MB): one run / 2-worker sweep of 4 jobs", "value": sweep / one,
+            "target": "bounded", "ok": True, "mb": {"one_run": one, "two_worker_sweep": sweep}}
+
+
+# --- the command ------------------------------------------------------------------------------------------------
+
+
+def bench_diagnostics(repeats: int) -> dict:
+    try:
+        import harness.diagnostics  # noqa: F401  (installed by the diagnostics feature)
+    except ImportError:
+        return {"name": "diagnostics", "metric": "diagnostics hook not installed", "value": None, "target": "< 3%",
+                "ok": None}
+    on, off = [], []
+    for _ in range(repeats):
+        off.append(epoch_seconds(["strategy=full_unfreeze", "strategy.epochs=2", "diagnostics.weights=false"]))
+        on.append(epoch_seconds(["strategy=full_unfreeze", "strategy.epochs=2", "diagnostics.weights=true"]))
+    overhead = median(on) / median(off) - 1
+    return {"name": "diagnostics", "metric": "per-epoch overhead of the diagnostics hook", "value": overhead,
+            "target": "< 0.03", "ok": overhead < 0.03, "seconds": {"on": median(on), "off": median(off)}}
+
+
+BENCHES = ("loop", "frozen", "grid", "fastai", "memory", "diagnostics")
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| benchmark | measure | value | target | met |", "|---|---|---|---|---|"]
+    for r in results:
+        value = "n/a" if r["value"] is None else f"{r['value']:.3g}"
+        met = {True: "yes", False: "no", None: "-"}[r["ok"]]
+        lines.append(f"| {r['name']} | {r['metric']} | {value} | {r['target']} | {met} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {','.join(BENCHES)}")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--grid-jobs", type=int, default=20, help="jobs of the transferability grid to time twice")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--out", default="outputs/bench/bench.json")
+    args = parser.parse_args(argv)
+    chosen = [b.strip() for b in args.only.split(",") if b.strip()]
+    unknown = [b for b in chosen if b not in BENCHES]
+    if unknown:
+        parser.error(f"--only: unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    runners = {
+        "loop": lambda: bench_loop(args.repeats),
+        "frozen": lambda: bench_frozen(args.repeats),
+        "grid": lambda: bench_grid(args.grid_jobs),
+        "fastai": lambda: bench_fastai(args.repeats),
+        "memory": bench_memory,
+        "diagnostics": lambda: bench_diagnostics(args.repeats),
+    }
+    results = []
+    for i, name in enumerate(chosen):
+        print(f"[{i + 1}/{len(chosen)}] {name} ...", flush=True)
+        results.append(runners[name]())
+        print(f"    {json.dumps(results[-1])}", flush=True)
+    print(table(results))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "repeats": args.repeats}
+    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    print(f"written: {out}")
+
+
+if __name__ == "__main__":
+    main()
