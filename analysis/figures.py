@@ -1,0 +1,362 @@
+"""Figures (matplotlib, Agg): transferability in the paper's layout, strategy comparisons, search views.
+
+Every function returns a :class:`matplotlib.figure.Figure` made without pyplot: no global backend or figure
+state, so it works the same in scripts, Hydra callbacks and notebooks (where it displays inline); :func:`save`
+writes it as PNG and PDF. Accuracies are
+percent on every axis, differences points, time seconds. A treatment has one colour and one marker in every
+panel and figure (:data:`STYLE`).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from analysis import paper as paper_ref
+from analysis.stats import t_interval
+
+# treatment -> (colour, marker), fixed so the same treatment looks the same everywhere
+STYLE = {
+    "baseB": ("#000000", None),
+    "BnB": ("#1f77b4", "o"),
+    "BnB+": ("#6baed6", "s"),
+    "AnB": ("#d62728", "D"),
+    "AnB+": ("#ff9896", "^"),
+    "random": ("#7f7f7f", "X"),
+    "warm": ("#2ca02c", "P"),
+    "scratch": ("#9467bd", "v"),
+}
+CYCLE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "<", ">"]
+RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10, "xtick.labelsize": 10,
+      "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3}
+
+
+def save(fig, folder: str | Path, name: str) -> dict:
+    """``<folder>/<name>.png`` (150 dpi) and ``.pdf``; closes the figure; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"png": folder / f"{name}.png", "pdf": folder / f"{name}.pdf"}
+    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
+    fig.savefig(paths["pdf"], bbox_inches="tight")
+    return paths
+
+
+def style_of(name: str, i: int = 0) -> tuple[str, str]:
+    return STYLE.get(name, (CYCLE[i % len(CYCLE)], MARKERS[i % len(MARKERS)]))
+
+
+# --- transferability ---------------------------------------------------------------------------------------------
+
+
+def transferability_figure(td, group: str, *, panels=("measured", "paper"), reference: pd.DataFrame | None = None):
+    """The paper's layout: accuracy against n, one marker per treatment, the baseB line, 95% CI bands, single
+    replicates as small points. Panels: ``measured`` (%), ``relative`` (points vs baseB, paired per replicate),
+    ``paper`` (its own n = 1..7, %), ``paper_relative``."""
+    from analysis.transferability import N_TREATMENTS, baseb_per_replicate, ci_table
+
+    ref = paper_ref.load_reference() if reference is None else reference
+    table = ci_table(td)
+    table = table[table["group"] == group]
+    layers = td.layers(group)
+    values = td.values[(td.values["group"] == group) & td.values["n"].notna()].copy()
+    base = baseb_per_replicate(td, group)
+    values["delta"] = values["value"] - values["replicate"].map(base)
+    replicates = int(table["replicates"].max()) if len(table) else 0
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(6.2 * len(panels), 5.2))
+        axes = fig.subplots(1, len(panels), squeeze=False)
+        for letter, ax, kind in zip("abcd", axes[0], panels, strict=False):
+            if kind in ("measured", "relative"):
+                _measured_panel(ax, table, values, layers, relative=kind == "relative", treatments=N_TREATMENTS)
+                what = "difference to baseB (points)" if kind == "relative" else f"{_metric_label(td.metric)} (%)"
+                ax.set_ylabel(what)
+                ax.set_xlabel(f"n: layers copied from the base (this net: L = {layers})")
+                rep = f"95% CI over {replicates} replicates" if replicates > 1 else "1 replicate, no CI"
+                what = "vs each replicate's baseB" if kind == "relative" else "mean"
+                ax.set_title(f"({letter}) this harness: {what}, {rep}", loc="left")
+            else:
+                _paper_panel(ax, ref, relative=kind == "paper_relative", treatments=N_TREATMENTS)
+                ax.set_ylabel("difference to baseB (points)" if kind == "paper_relative" else "top-1 accuracy (%)")
+                ax.set_xlabel(f"n: layers copied (paper's net: L = {paper_ref.LAYERS})")
+                ax.set_title(f"({letter}) paper: ImageNet half B (no CIs in its table)", loc="left")
+        handles = [Line2D([], [], color=STYLE[t][0], marker=STYLE[t][1], markersize=7, label=t)
+                   for t in N_TREATMENTS if t in set(table["treatment"]) or any(k.startswith("paper") for k in panels)]
+        handles.append(Line2D([], [], color="black", linestyle="--", label="baseB (trained on B from scratch)"))
+        if replicates > 1:
+            if "measured" in panels:
+                handles.append(Line2D([], [], color="black", linestyle=":", label="baseB 95% CI"))
+            handles += [Patch(facecolor="grey", alpha=0.25, label="treatment 95% CI (t, over replicates)"),
+                        Line2D([], [], color="grey", marker="o", linestyle="", markersize=4, alpha=0.6,
+                               label="one replicate")]
+        ncol = min(len(handles), 3 if len(panels) == 1 else 5)  # two rows at most, within the figure's width
+        fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.01))
+        fig.suptitle(f"{group}\nmetric: {_metric_label(td.metric)}", fontsize=12)
+        fig.tight_layout(rect=(0, 0.09, 1, 1))
+    return fig
+
+
+def _metric_label(metric: str) -> str:
+    return {"test_acc_best_k": "top-1 test accuracy, mean of best k", "test_acc": "top-1 test accuracy, last epoch"}.get(
+        metric, metric)
+
+
+def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) -> None:
+    ns = np.arange(1, layers)
+    b = table[table["treatment"] == "baseB"]
+    if relative:
+        ax.axhline(0, color="black", linestyle="--", linewidth=1.5)
+    elif len(b) and not math.isnan(b["mean"].iloc[0]):
+        mean, lo, hi = b[["mean", "ci_lo", "ci_hi"]].iloc[0]
+        ax.axhline(mean, color="black", linestyle="--", linewidth=1.5)
+        if not math.isnan(lo):  # thin dotted bounds, not a band: the treatments' bands sit on top of it
+            for y in (lo, hi):
+                ax.axhline(y, color="black", linestyle=":", linewidth=1.0)
+    present = [t for t in treatments if t in set(table["treatment"])]
+    kept: list[float] = [0.0] if relative else list(b["mean"].dropna())
+    for i, t in enumerate(present):
+        colour, marker = STYLE[t]
+        rows = table[table["treatment"] == t].sort_values("n")
+        x = rows["n"].astype(float).to_numpy()
+        mean = (rows["delta"] if relative else rows["mean"]).to_numpy(dtype=float)
+        lo = (rows["delta_lo"] if relative else rows["ci_lo"]).to_numpy(dtype=float)
+        hi = (rows["delta_hi"] if relative else rows["ci_hi"]).to_numpy(dtype=float)
+        ax.fill_between(x, lo, hi, color=colour, alpha=0.13, linewidth=0)
+        ax.plot(x, mean, color=colour, marker=marker, markersize=7, linewidth=1.8, label=t, zorder=3)
+        pts = values[values["treatment"] == t]
+        if pts.groupby("n").size().max() < 2:  # a lone replicate is the mean itself
+            continue
+        offset = (i - (len(present) - 1) / 2) * 0.07  # side by side, so replicates of different treatments separate
+        y = (pts["delta"] if relative else pts["value"]).to_numpy(dtype=float)
+        ax.plot(pts["n"].to_numpy(dtype=float) + offset, y, linestyle="", marker=marker, markersize=4,
+                color=colour, alpha=0.55, zorder=2)
+    for t in present:
+        if t != "random":
+            rows = table[table["treatment"] == t]
+            pts = values[values["treatment"] == t]
+            cols = ["delta", "delta_lo", "delta_hi"] if relative else ["mean", "ci_lo", "ci_hi"]
+            y = pts["delta" if relative else "value"].to_numpy(dtype=float)
+            kept += [v for v in np.concatenate([rows[cols].to_numpy(dtype=float).ravel(), y]) if not math.isnan(v)]
+    ax.set_xticks(ns)
+    ax.set_xlim(0.6, layers - 0.4)
+    _clip_far_values(ax, table, values, kept, relative=relative)
+    if not relative and ax.get_ylim()[1] > 100.5:  # a wide t-interval can pass 100 %; accuracy cannot
+        ax.set_ylim(top=100.5)
+
+
+def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) -> None:
+    """Random frozen layers can sit tens of points below everything else and flatten every other curve; then
+    the axis keeps to the others and the clipped random points are written at the bottom edge."""
+    if not kept:
+        return
+    lo, hi = min(kept), max(kept)
+    span = max(hi - lo, 0.5)
+    rnd = table[table["treatment"] == "random"]
+    col = "delta" if relative else "mean"
+    if not (rnd[col] < lo - 1.5 * span).any():
+        return
+    near = rnd.loc[rnd[col] >= lo - 1.5 * span, col]  # moderately low random means stay on the axis
+    lo = min([lo, *near])
+    span = max(hi - lo, 0.5)
+    bottom, top = lo - 0.15 * span, hi + 0.15 * span
+    ax.set_ylim(bottom - 0.12 * span, top)
+    colour, _ = STYLE["random"]
+    for _, r in rnd[rnd[col] < bottom - 0.12 * span].iterrows():
+        ax.annotate(f"random n={int(r['n'])}:\n{r[col]:.1f} ↓", xy=(float(r["n"]), bottom - 0.1 * span),
+                    ha="center", va="bottom", fontsize=9, color=colour)
+
+
+def _paper_panel(ax, ref: pd.DataFrame, *, relative: bool, treatments) -> None:
+    base = float(ref.loc[ref["treatment"] == "baseB", "top1"].iloc[0])
+    ax.axhline(0 if relative else base, color="black", linestyle="--", linewidth=1.5)
+    for t in treatments:
+        rows = ref[ref["treatment"] == t].sort_values("n")
+        if rows.empty:
+            continue
+        colour, marker = STYLE[t]
+        y = rows["top1"].to_numpy(dtype=float) - (base if relative else 0)
+        ax.plot(rows["n"], y, color=colour, marker=marker, markersize=7, linewidth=1.8, label=t)
+    ax.set_xticks(range(1, paper_ref.LAYERS))
+    ax.set_xlim(0.6, paper_ref.LAYERS - 0.4)
+
+
+# --- strategies ---------------------------------------------------------------------------------------------------
+
+
+def accuracy_vs_time(runs: pd.DataFrame, *, metric: str = "metrics.test_acc", by: str = "strategy", title: str = ""):
+    """One point per run (accuracy % against wall seconds), and per ``by`` value the mean with 95% CI bars."""
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(7.5, 5))
+        ax = fig.subplots()
+        for i, (name, part) in enumerate(runs.groupby(by, sort=True)):
+            colour, marker = style_of(str(name), i)
+            x, y = part["timing.seconds"].astype(float), 100 * part[metric].astype(float)
+            ax.plot(x, y, linestyle="", marker=marker, color=colour, alpha=0.45, markersize=6)
+            cx, cy = t_interval(x.to_numpy()), t_interval(y.to_numpy())
+            # Bars stop where the quantity does (accuracy in [0, 100] %, time >= 0): with two seeds a t-interval
+            # can be ten times wider than the data and would otherwise flatten the whole plot.
+            xerr = None if not cx.has_ci else [[cx.mean - max(cx.lo, 0)], [cx.hi - cx.mean]]
+            yerr = None if not cy.has_ci else [[cy.mean - max(cy.lo, 0)], [min(cy.hi, 100) - cy.mean]]
+            ax.errorbar(cx.mean, cy.mean, xerr=xerr, yerr=yerr, marker=marker, markersize=10, color=colour,
+                        capsize=4, linewidth=1.6, markeredgecolor="black", label=f"{name} (n={len(part)})")
+        ax.set_ylim(max(ax.get_ylim()[0], -2), min(ax.get_ylim()[1], 102))
+        ax.set_xlim(left=max(ax.get_xlim()[0], 0))
+        ax.set_xlabel("wall time per run (s)")
+        ax.set_ylabel(f"{metric.removeprefix('metrics.')} (%)")
+        ax.set_title(title or f"accuracy against wall time per {by}: runs, and mean with 95% CI", loc="left")
+        ax.legend(title=by, loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, *, by: str = "strategy", metric: str = "val_acc", hue: str | None = None,
+                    title: str = ""):
+    """Per ``by`` value, ``metric`` (%) against epoch, one line per run (coloured by ``hue`` if given, e.g.
+    ``transfer.n``); dotted lines mark phase changes (unfreeze points), with the new phase's name."""
+    names = sorted(history[by].dropna().astype(str).unique())
+    cols = min(3, max(1, len(names)))
+    rows = math.ceil(len(names) / cols) if names else 1
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(5.2 * cols, 4 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
+        for i, (ax, name) in enumerate(zip(axes.flat, names, strict=False)):
+            colour, marker = style_of(name, i)
+            part = history[history[by].astype(str) == name]
+            boundaries = {}
+            hues = sorted(part[hue].dropna().unique()) if hue else []
+            for _, run in part.groupby("folder"):
+                run = run.sort_values("epoch")
+                label = None
+                if hue and pd.notna(run[hue].iloc[0]):
+                    k = hues.index(run[hue].iloc[0])
+                    colour = CYCLE[k % len(CYCLE)]
+                    label = f"{hue.split('.')[-1]}={_short(run[hue].iloc[0])}"
+                ax.plot(run["epoch"], 100 * run[metric].astype(float), color=colour, marker=marker, markersize=4,
+                        alpha=0.8, linewidth=1.4, label=label)
+                change = run["phase_index"].diff().fillna(0) != 0
+                for _, r in run[change].iterrows():
+                    boundaries[float(r["epoch"]) - 0.5] = str(r["phase"])
+            for x, phase in boundaries.items():
+                ax.axvline(x, color="black", linestyle=":", linewidth=1.2)
+                ax.annotate(f"→ {phase}", xy=(x, 0.97), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                            textcoords="offset points", fontsize=9, ha="left", va="top")
+            ax.set_title(f"{by} = {name} ({part['folder'].nunique()} runs)", loc="left")
+            if hue:
+                handles, labels = ax.get_legend_handles_labels()
+                unique = dict(zip(labels, handles, strict=True))
+                ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{metric} (%)")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        for ax in list(axes.flat)[len(names):]:
+            ax.set_visible(False)
+        fig.suptitle(title or "learning curves; dotted: phase boundaries (unfreeze points)", fontsize=12)
+        fig.tight_layout()
+    return fig
+
+
+def _short(value) -> str:
+    return f"{int(value)}" if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def lr_curves(history: pd.DataFrame, *, by: str = "strategy", title: str = ""):
+    """Per ``by`` value (its first run), each layer group's lr against optimizer steps: solid = the rate at each
+    epoch's last step, dashed = the epoch's peak (the record keeps these two per epoch). Frozen (lr 0) is not
+    drawn on the log axis."""
+    from analysis.load import lr_long
+
+    names = sorted(history[by].dropna().astype(str).unique())
+    cols = min(3, max(1, len(names)))
+    rows = math.ceil(len(names) / cols) if names else 1
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(5.2 * cols, 4 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
+        for ax, name in zip(axes.flat, names, strict=False):
+            part = history[history[by].astype(str) == name]
+            first = sorted(part["folder"].unique())[0]
+            long = lr_long(part[part["folder"] == first])
+            # Groups with the very same rates (a scalar lr) are one curve, named by all of them.
+            curves: dict[tuple, list[str]] = {}
+            for group, g in long.groupby("group", sort=False):
+                g = g.sort_values("step")
+                curves.setdefault(tuple(g["lr"].round(12)) + tuple(g["lr_max"].round(12)), []).append(group)
+            for j, groups in enumerate(curves.values()):
+                g = long[long["group"] == groups[0]].sort_values("step")
+                colour = CYCLE[j % len(CYCLE)]
+                label = ", ".join(groups) + (" (same rate)" if len(groups) > 1 else "")
+                ax.plot(g["step"], g["lr"].where(g["lr"] > 0), color=colour, marker="o", markersize=5,
+                        linewidth=1.8, label=label)
+                ax.plot(g["step"], g["lr_max"].where(g["lr_max"] > 0), color=colour, linestyle="--", linewidth=1,
+                        alpha=0.7)
+            change = long.drop_duplicates("epoch").sort_values("epoch")
+            for step in change.loc[change["phase_index"].diff().fillna(0) != 0, "step"]:
+                # the step count at the end of the epoch before the new phase: where the unfreeze happened
+                ax.axvline(step - _steps_per_epoch(change), color="black", linestyle=":", linewidth=1.2)
+            ax.set_yscale("log")
+            ax.set_title(f"{by} = {name}", loc="left")
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel("learning rate")
+            ax.legend(title="layer group", fontsize=8, title_fontsize=9, loc="lower left")
+        for ax in list(axes.flat)[len(names):]:
+            ax.set_visible(False)
+        fig.suptitle(title or "per-group learning rate (solid: at epoch end, dashed: epoch peak; "
+                     "missing = frozen; dotted: unfreeze)", fontsize=12)
+        fig.tight_layout()
+    return fig
+
+
+def _steps_per_epoch(per_epoch: pd.DataFrame) -> float:
+    steps = per_epoch["step"].diff().dropna()
+    return float(steps.iloc[0]) if len(steps) else 0.0
+
+
+# --- search ---------------------------------------------------------------------------------------------------
+
+
+def optimization_history(trials: pd.DataFrame, *, objective: str, direction: str = "maximize", title: str = ""):
+    """Objective per trial number, the best so far, and pruned/failed trials as ticks along the bottom."""
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(8, 4.8))
+        ax = fig.subplots()
+        done = trials[trials["state"] == "COMPLETE"].sort_values("number")
+        y = done[objective].astype(float)
+        scale = 100 if objective.endswith("acc") and y.max() <= 1 else 1
+        ax.plot(done["number"], scale * y, "o", color=CYCLE[0], label=f"complete ({len(done)})")
+        best = (y.cummax() if direction == "maximize" else y.cummin()) * scale
+        ax.step(done["number"], best, where="post", color=CYCLE[1], linewidth=2, label="best so far")
+        for state, colour, marker in (("PRUNED", "#7f7f7f", "|"), ("FAIL", "#d62728", "x")):
+            part = trials[trials["state"] == state]
+            if len(part):
+                ax.plot(part["number"], np.full(len(part), 0.02), marker=marker, linestyle="", markersize=12,
+                        color=colour, transform=ax.get_xaxis_transform(),
+                        label=f"{state.lower()} ({len(part)}, no final value)")
+        ax.set_xlabel("trial number")
+        unit = " (%)" if scale == 100 else ""
+        ax.set_ylabel(f"{objective}{unit}")
+        ax.set_title(title or "optimization history", loc="left")
+        ax.legend(loc="best")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        fig.tight_layout()
+    return fig
+
+
+def param_importances(importances: pd.Series, *, title: str = ""):
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(7.5, 0.6 * max(len(importances), 2) + 1.6))
+        ax = fig.subplots()
+        imp = importances.sort_values()
+        ax.barh([str(i) for i in imp.index], imp.to_numpy(), color=CYCLE[0])
+        for y, v in enumerate(imp.to_numpy()):
+            ax.annotate(f"{v:.2f}", xy=(v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=9)
+        ax.set_xlabel("importance (fANOVA share of objective variance, sums to 1)")
+        ax.set_xlim(0, max(1.0, float(imp.max()) * 1.15) if len(imp) else 1)
+        ax.set_title(title or "parameter importances", loc="left")
+        fig.tight_layout()
+    return fig

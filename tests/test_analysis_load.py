@@ -1,0 +1,170 @@
+"""Loading records into DataFrames: every run kept and marked, flattened columns, the long history, the index
+cache and its invalidation, clear errors, and the time to load 2,000 records."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import pandas as pd
+import pytest
+
+from analysis import load
+from analysis.load import INDEX_NAME, NoRunsError, load_history, load_runs, lr_long
+from analysis.select import select
+from analysis.synthetic import fake_record, write_many, write_record
+
+
+def test_reads_the_record_version_the_harness_writes():
+    from harness import record
+
+    assert load.SUPPORTED_VERSION == record.RECORD_VERSION
+    assert load.RECORD_NAME == record.RECORD_NAME
+
+
+@pytest.fixture
+def mixed(tmp_path):
+    """One folder with every kind of run a real outputs/ folder can hold."""
+    root = tmp_path / "outputs"
+    write_record(root / "ok", fake_record(value=0.95))
+    write_record(root / "failed", fake_record(status="failed", value=None, n=2))
+    write_record(root / "pruned", fake_record(status="pruned", n=3))
+    write_record(root / "old", fake_record(version=0, n=4))
+    rec = fake_record(treatment="BnB", n=1)
+    del rec["version"]
+    write_record(root / "older", rec)
+    write_record(root / "nan", fake_record(value=float("nan"), treatment="BnB", n=2))
+    (root / "garbage").mkdir(parents=True)
+    (root / "garbage" / "result.json").write_text("{not json")
+    (root / "list").mkdir()
+    (root / "list" / "result.json").write_text("[1, 2]")
+    (root / "orphan" / ".hydra").mkdir(parents=True)  # a job that died before writing its record
+    (root / "orphan" / ".hydra" / "config.yaml").write_text("experiment_name: fake\ndata: {name: mnist5k}\n")
+    write_record(root / ".tmp-base", fake_record())  # hidden: a base still being built, not a run
+    return root
+
+
+def test_every_run_is_kept_and_marked(mixed):
+    runs = load_runs(mixed).set_index(load_runs(mixed)["folder"].map(os.path.basename))
+    assert sorted(runs.index) == ["failed", "garbage", "list", "nan", "ok", "old", "older", "orphan", "pruned"]
+    assert runs.loc["ok", "status"] == "ok" and pd.isna(runs.loc["ok", "problem"])
+    assert runs.loc["failed", "problem"] == "failed: failed on purpose"
+    assert runs.loc["pruned", "problem"].startswith("pruned")
+    assert "schema version 0" in runs.loc["old", "problem"]
+    assert "schema version missing" in runs.loc["older", "problem"]
+    assert runs.loc["garbage", "status"] == "unreadable" and "JSONDecodeError" in runs.loc["garbage", "problem"]
+    assert runs.loc["list", "status"] == "unreadable" and "not an object" in runs.loc["list", "problem"]
+    assert runs.loc["orphan", "status"] == "no_record" and runs.loc["orphan", "experiment"] == "fake"
+    # a NaN metric is not a load problem (the run finished); tables leave it out and say why
+    assert runs.loc["nan", "status"] == "ok" and math.isnan(runs.loc["nan", "metrics.test_acc"])
+
+
+def test_tables_leave_out_with_reasons(mixed):
+    runs = load_runs(mixed)
+    sel = select(runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"])
+    reasons = sel.left_out["reason"].value_counts().to_dict()
+    assert reasons == {"failed": 1, "pruned": 1, "other schema version": 2, "NaN metric": 1}
+    assert list(sel.used["folder"].map(os.path.basename)) == ["ok"]
+    assert sel.text().startswith("used 1 of 6 runs; left out: 1 NaN metric, 1 failed, 2 other schema version")
+    assert sel.outside == 3  # garbage, list and orphan are not treatments (their kind is unknown: run)
+
+
+def test_flattened_columns(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_record(sweep / "0_AnB_n2", fake_record(treatment="AnB", n=2, split_seed=3, seed=1))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    row = load_runs(sweep).iloc[0]
+    assert row["kind"] == "treatment" and row["transfer.treatment"] == "AnB" and row["transfer.n"] == 2
+    assert row["transfer.split_seed"] == 3 and row["seed"] == 1 and row["lr"] == 0.02
+    assert row["data"] == "mnist5k" and row["model"] == "convnet" and row["strategy"] == "freeze_to"
+    assert row["config.model.channels"] == "[32, 64, 64]" and row["config.split.seed"] == 3
+    assert row["metrics.test_acc_best_k"] == 0.9 and row["transfer.baseB.test_acc_best_k"] == 0.9
+    assert isinstance(row["timing.started"], pd.Timestamp) and row["epochs"] == 3
+    assert row["sweep"] == str(sweep.resolve()) and row["folder"] == str((sweep / "0_AnB_n2").resolve())
+
+
+def test_history_is_long_with_per_group_rates(tmp_path):
+    write_record(tmp_path / "a", fake_record(n=2, epochs=5))
+    write_record(tmp_path / "b", fake_record(n=1, epochs=3, treatment="BnB"))
+    runs = load_runs(tmp_path)
+    history = load_history(tmp_path)
+    assert len(history) == 8 and set(history["epoch"]) == {1, 2, 3, 4, 5}
+    assert len(load_history(runs[runs["transfer.treatment"] == "BnB"])) == 3
+    a = history[history["transfer.treatment"] == "AnB"].set_index("epoch")
+    assert a.loc[2, "step"] == 2 * math.ceil(1750 / 64) and a.loc[5, "elapsed_s"] == 5.0
+    assert a.loc[1, "lr.conv1"] == 0.0 and a.loc[1, "lr.head"] == 0.02 and a.loc[5, "lr.head"] == pytest.approx(0.002)
+    rates = lr_long(history)
+    assert set(rates["group"]) == {"conv1", "conv2", "conv3", "fc1", "head"} and len(rates) == 8 * 5
+
+
+def test_index_is_used_and_invalidated(tmp_path, monkeypatch):
+    for i in range(5):
+        write_record(tmp_path / f"r{i}", fake_record(n=1 + i % 4, split_seed=i, value=0.9))
+    first = load_runs(tmp_path)
+    assert (tmp_path / INDEX_NAME).is_file()
+
+    def no_reading(path):
+        raise AssertionError(f"{path} was read although the index holds it unchanged")
+
+    monkeypatch.setattr(load, "_read_one", no_reading)
+    pd.testing.assert_frame_equal(load_runs(tmp_path), first)
+    monkeypatch.undo()
+
+    # A changed record is read again (atomic rewrite, as the harness does: new inode and mtime).
+    rec = json.loads((tmp_path / "r2" / "result.json").read_text())
+    rec["metrics"]["test_acc"] = 0.5
+    tmp = tmp_path / "r2" / "result.json.tmp"
+    tmp.write_text(json.dumps(rec))
+    os.replace(tmp, tmp_path / "r2" / "result.json")
+    again = load_runs(tmp_path).set_index("folder")
+    assert again.loc[str((tmp_path / "r2").resolve()), "metrics.test_acc"] == 0.5
+    # A removed record disappears; a new one appears; a broken index is ignored, not trusted.
+    (tmp_path / "r3" / "result.json").unlink()
+    write_record(tmp_path / "r9", fake_record(treatment="BnB"))
+    (tmp_path / INDEX_NAME).write_text("{broken")
+    names = sorted(load_runs(tmp_path)["folder"].map(os.path.basename))
+    assert names == ["r0", "r1", "r2", "r4", "r9"]
+    assert json.loads((tmp_path / INDEX_NAME).read_text())["version"] == load.INDEX_VERSION
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_runs(tmp_path / "nope")
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(NoRunsError, match="no result.json below"):
+        load_runs(tmp_path / "empty")
+
+
+def test_mixed_experiments_are_grouped_not_averaged(tmp_path):
+    write_record(tmp_path / "a", fake_record(experiment="grid", epochs=3))
+    write_record(tmp_path / "b", fake_record(experiment="grid", epochs=5))
+    write_record(tmp_path / "c", fake_record(experiment="other", seed=1))
+    write_record(tmp_path / "d", fake_record(experiment="grid", epochs=3, seed=7))  # a replicate of a
+    runs = load_runs(tmp_path)
+    sel = select(runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"])
+    groups = sel.used.set_index(sel.used["folder"].map(os.path.basename))["group"]
+    assert groups["a"] == groups["d"] != groups["b"]
+    assert "epochs=3" in groups["a"] and "epochs=5" in groups["b"] and groups["c"].startswith("other")
+
+
+def test_duplicate_runs_count_once(tmp_path):
+    write_record(tmp_path / "first" / "x", fake_record(seed=0))
+    write_record(tmp_path / "again" / "x", fake_record(seed=0))  # the grid run twice into one folder
+    runs = load_runs(tmp_path)
+    sel = select(runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"])
+    assert len(sel.used) == 1 and list(sel.left_out["reason"]) == ["duplicate run"]
+
+
+def test_loading_2000_records_is_fast(tmp_path):
+    write_many(tmp_path, 2000)
+    t0 = time.perf_counter()
+    cold = load_runs(tmp_path)
+    t1 = time.perf_counter()
+    warm = load_runs(tmp_path)
+    t2 = time.perf_counter()
+    print(f"\nload_runs, 2000 records: cold {t1 - t0:.2f} s, warm {t2 - t1:.2f} s")
+    assert len(cold) == len(warm) == 2000
+    assert t2 - t1 < t1 - t0  # the index pays off
+    assert t2 - t1 < 5.0  # seconds, on a shared 2-core machine (measured ~0.2 s)
