@@ -1,9 +1,9 @@
 """The base cache: each base network is trained once and shared by every treatment that needs it.
 
 An entry is a folder ``<cache_dir>/<key>/`` holding ``base.pt`` (a checkpoint), ``result.json`` (the base's
-result record) and ``entry.json`` (key and the checkpoint's sha256). The key is the run id of the base's
-config, i.e. a hash of exactly the inputs that decide its weights (data, split, half, model, optimizer,
-schedule, epochs, lr, batch size, seed).
+result record) and ``entry.json`` (key and the checkpoint's sha256). The key is a hash of exactly the inputs
+that decide the base's weights (:data:`BASE_INPUTS`: data, split, half, model, optimizer, schedule, the base's
+strategy with its epochs and lr, batch size, seed, device).
 
 Concurrency and crashes: a file lock per key makes a second job wait while the first trains; the entry is
 built in a temporary folder and renamed into place, so a reader never sees half an entry. An entry whose
@@ -79,11 +79,20 @@ def read_entry(folder: Path, key: str) -> BaseEntry | None:
     return BaseEntry(key, folder, folder / "base.pt", result, trained_now=False)
 
 
+# Exactly the inputs that decide a base's weights. A whitelist, so that a new bookkeeping key anywhere in
+# the config (a logger, a diagnostics switch) never re-keys the cache and retrains every base.
+BASE_INPUTS = ("data", "split", "half", "model", "optim", "schedule", "strategy", "batch_size", "seed", "device")
+
+
+def base_key(config: dict) -> str:
+    return record.run_id({k: config.get(k) for k in BASE_INPUTS})
+
+
 def ensure_base(base_cfg: DictConfig, cache_dir: str | Path, train_fn) -> BaseEntry:
     """The cached base for ``base_cfg``, training it first (under a lock) if it is missing or corrupt."""
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = record.run_id(OmegaConf.to_container(base_cfg, resolve=True))
+    key = base_key(OmegaConf.to_container(base_cfg, resolve=True))
     folder = cache_dir / key
     with FileLock(str(cache_dir / f"{key}.lock")):
         entry = read_entry(folder, key)
