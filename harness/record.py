@@ -13,6 +13,12 @@ Fields (schema version ``RECORD_VERSION``):
   deterministic settings; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
 - ``warnings``: list of strings a reader should see; optional sections added by features
   (``transfer``, ``trial``, ``diagnostics``).
+- ``diagnostics`` (config ``diagnostics.weights``, :mod:`harness.diagnostics`): one row per (epoch, layer group),
+  ``pd.DataFrame(d["data"], columns=d["columns"])``: epoch, phase_index, phase, group, trainable, lr, change_start,
+  change_phase (``||W_t - W_0|| / ||W_0||``), grad_norm, update_ratio, norm_change, stats_drift; with ``version``,
+  ``start_epoch`` and ``problems`` (broken freeze invariants, also lines in ``warnings``); ``cka``, ``cka_vs_base``,
+  ``cka_vs_baseB`` (config ``diagnostics.cka``, :mod:`harness.cka`): ``{group: linear CKA}`` of the trained network
+  vs its start, its ``init.from`` checkpoint and the trained baseB, on the probe batch ``cka_probe`` describes.
 
 Written atomically: a reader sees the old file or the whole new one, never half of one.
 """
@@ -30,7 +36,9 @@ RECORD_VERSION = 1
 RECORD_NAME = "result.json"
 
 # Config keys that do not change what a run computes, so they are not part of its identity.
-NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find", "threads", "experiment_name", "prefix_cache")
+NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find", "threads", "experiment_name", "prefix_cache", "search")
+# [diagnostics] measures only: draws no random numbers, changes no number (tests/test_diagnostics.py)
+NOT_IDENTITY += ("diagnostics",)
 
 
 def write_json_atomic(path: str | Path, data) -> None:

@@ -84,6 +84,7 @@ def base_config(cfg: DictConfig, half: str, train_fraction: float = 1.0) -> Dict
         base.strategy = {"name": "never", "epochs": int(cfg.transfer.base_epochs or cfg.epochs), "lr": cfg.lr,
                          "bn": "train", "optimizer_state": "keep"}
         base.logger = {"name": "none"}
+        base.trial = {"number": None}  # a base is shared by many jobs: it never reports to one job's search trial
         base.resume = False
     return base
 

@@ -1,0 +1,216 @@
+"""The study: where it is stored, how sweepers and jobs open it, and the bookkeeping of a resumable search.
+
+One storage (a SQLAlchemy URL) holds the study; any number of sweeper processes on any machines ask it
+for trials, and every job re-attaches to its own trial through it to report validation accuracy. Nothing
+else is shared between workers, so none of them waits for another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+import warnings
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.trial import FrozenTrial, TrialState
+
+from harness.errors import ConfigError
+from harness.search.space import SearchSpace, same_point
+
+STORAGE_NAME = "study.db"
+OPEN_ATTEMPTS = 5
+ATTR_KEY = "freezelab"  # study user attribute: what jobs need to know about the search (pruner, objectives)
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@contextmanager
+def quiet():
+    """Silence Optuna's warnings about experimental features we rely on on purpose (heartbeats, TPE options)
+    and about heartbeats outside ``Study.optimize``: the sweeper records them itself."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
+def default_storage(sweep_dir: str | Path) -> str:
+    """SQLite next to the sweep's outputs: ``sqlite:///<sweep dir>/study.db`` (absolute, so jobs find it)."""
+    return f"sqlite:///{Path(sweep_dir).resolve() / STORAGE_NAME}"
+
+
+def redact(url: str) -> str:
+    """The URL with its password hidden, for logs and records."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy understands: show it as it is (it has no password then)
+        return url
+
+
+def open_storage(
+    url: str, *, heartbeat_interval: int | None = None, grace_period: int | None = None, retry_stale: int = 0
+) -> optuna.storages.RDBStorage:
+    """An RDB storage for ``url``. With ``heartbeat_interval``, RUNNING trials whose heartbeat stopped
+    (a killed worker) can be failed, and re-queued ``retry_stale`` times."""
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Sweepers and jobs (which report every epoch) write the same file: wait for SQLite's lock
+        # instead of failing with "database is locked".
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs["pool_pre_ping"] = True  # a server may drop idle connections during long trials
+    callback = None
+    if retry_stale:
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_stale)
+    for attempt in range(OPEN_ATTEMPTS):
+        with quiet():
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period,
+                    heartbeat_stale_trial_callback=callback,
+                )
+            except ImportError as e:
+                raise ConfigError(
+                    f"search.storage='{redact(url)}': no database driver for it ({e})"
+                ) from None
+            except Exception as e:
+                if not type(e).__module__.startswith("sqlalchemy"):
+                    raise
+                if attempt == OPEN_ATTEMPTS - 1:
+                    raise ConfigError(f"search.storage='{redact(url)}' cannot be opened: {e}") from None
+                # Workers started together on a new storage race to create its tables (a unique-constraint
+                # error on alembic_version, a lock): the loser finds them made when it tries again.
+                time.sleep(0.5 * (attempt + 1) + random.random())
+
+
+def open_study(
+    name: str, storage, directions: list[str], *, sampler=None, pruner=None, create: bool = True
+) -> optuna.Study:
+    """Create the study or load it (resume); its stored directions must match ``directions``."""
+    with quiet():
+        if create:
+            study = optuna.create_study(
+                study_name=name,
+                storage=storage,
+                directions=directions,
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        else:
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    stored = [d.name.lower() for d in study.directions]
+    if create and stored != list(directions):
+        raise ConfigError(
+            f"study '{name}' exists with directions {stored}, not {list(directions)}: "
+            f"use another search.study_name or the same objectives"
+        )
+    return study
+
+
+def make_sampler(conf: Mapping, *, seed: int | None, conditional: bool) -> optuna.samplers.BaseSampler:
+    """The sampler named by ``search.sampler`` (grid uses a random sampler under enqueued points)."""
+    name = conf["name"]
+    with quiet():
+        if name == "tpe":
+            multivariate = bool(conf.get("multivariate", True))
+            return optuna.samplers.TPESampler(
+                n_startup_trials=int(conf.get("n_startup_trials", 8)),
+                multivariate=multivariate,
+                group=multivariate and conditional,  # conditional spaces: model each group of params apart
+                constant_liar=True,  # parallel workers: running trials count as bad, so workers spread out
+                seed=seed,
+            )
+        if name in ("random", "grid"):
+            return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"search.sampler.name={name!r}; choose one of: tpe, random, grid")
+
+
+def sampler_seed(seed: int | None, n_existing: int) -> int | None:
+    """A resumed study must not replay its first random points: shift a fixed seed by the trials it holds.
+    (None: every worker process draws its own seed, so parallel workers never replay each other.)"""
+    return None if seed is None else int(seed) + 1_000_003 * n_existing
+
+
+def make_pruner(conf: Mapping | None) -> optuna.pruners.BasePruner:
+    conf = dict(conf or {})
+    name = conf.get("name", "none")
+    if name == "median":
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=int(conf.get("n_startup_trials", 4)),
+            n_warmup_steps=int(conf.get("n_warmup_steps", 1)),
+            interval_steps=int(conf.get("interval_steps", 1)),
+        )
+    if name == "hyperband":
+        max_resource = conf.get("max_resource", "auto")
+        return optuna.pruners.HyperbandPruner(
+            min_resource=int(conf.get("min_resource", 1)),
+            max_resource=max_resource if max_resource == "auto" else int(max_resource),
+            reduction_factor=int(conf.get("reduction_factor", 3)),
+        )
+    if name in ("none", None):
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"search.pruner.name={name!r}; choose one of: median, hyperband, none")
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Numbers of FAIL trials that a retry replaced (RetryHeartbeatStaleTrialCallback's retry_history)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def counted(trials: list[FrozenTrial]) -> int:
+    """Trials that use up ``n_trials``: finished or running, a failed trial that was retried counting once."""
+    retried = retried_numbers(trials)
+    active = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return sum(
+        1 for t in trials if t.state in active or (t.state == TrialState.FAIL and t.number not in retried)
+    )
+
+
+def tried(trials: list[FrozenTrial], *, exclude: int | None = None) -> list[FrozenTrial]:
+    """Finished trials whose point need not run again (a failed trial that was retried is not one)."""
+    retried = retried_numbers(trials)
+    return [t for t in trials if t.state in FINISHED and t.number != exclude and t.number not in retried]
+
+
+def find_tried(trials: list[FrozenTrial], params: Mapping, *, exclude: int) -> FrozenTrial | None:
+    for t in tried(trials, exclude=exclude):
+        if same_point(t.params, params):
+            return t
+    return None
+
+
+def untried_grid_point(space: SearchSpace, trials: list[FrozenTrial]) -> dict | None:
+    """The first point of the full grid that no trial holds yet (finished, running or queued)."""
+    grid = space.grid()
+    retried = retried_numbers(trials)
+    taken = [t.params for t in trials if not (t.state == TrialState.FAIL and t.number in retried)]
+    taken += [t.system_attrs.get("fixed_params", {}) for t in trials if t.state == TrialState.WAITING]
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values, strict=True))
+        if not any(same_point(point, p) for p in taken):
+            return point
+    return None
+
+
+def fail_stale(study: optuna.Study) -> list[FrozenTrial]:
+    """Mark RUNNING trials whose worker stopped sending heartbeats as FAIL; return them as they are now."""
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not before:
+        return []
+    with quiet():
+        optuna.storages.fail_stale_trials(study)
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]

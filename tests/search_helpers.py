@@ -1,0 +1,176 @@
+"""Helpers for the search tests: a model whose trials fail on purpose, and the command line of a search.
+
+``FaultyNet(mode=...)`` is a tiny MLP for the 12x12 synthetic images whose ``mode`` is searched like any
+hyper-parameter: ``ok`` trains normally, ``crash`` raises in the third training step (a bug or an
+out-of-memory error), ``diverge`` makes the loss NaN (a diverging run), ``hang`` blocks in training while the
+file ``marker`` exists (a worker that is killed mid-trial).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from optuna.trial import TrialState
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny convnet on easy synthetic data: ~0.3 s per trial; lr 3e-2 learns (val_acc ~0.3 after one epoch),
+# 1e-6 does not (~0.1), so a median pruner has something to prune.
+TINY = [
+    "data=synthetic",
+    "data.noise=0.5",
+    "batch_size=32",
+    "threads=1",
+    "progress=false",
+    "checkpoint.save=false",
+]
+CONVNET = ["model.channels=[8,8]", "model.hidden=[16]"]
+# full_unfreeze with every searched key of the finetune_lr preset fixed but base_lr (given per test).
+FINETUNE_FIXED = ["strategy.freeze_epochs=1", "strategy.epochs=2", "strategy.lr_mult=10"]
+# Replaces CONVNET: give as `model=FAULTY_MODEL`.
+FAULTY_MODEL = [
+    "model=custom",
+    "model.net._target_=tests.search_helpers.FaultyNet",  # mode and marker: `+model.net.mode=...` per test
+    "model.net._args_=[]",
+    "model.groups=[{name:body,modules:[body]},{name:head,modules:[head]}]",
+    "model.head=head",
+    *FINETUNE_FIXED,
+    "strategy.base_lr=1e-2",  # the preset's last searched key, fixed too: only the test's own sweeps remain
+]
+
+
+class FaultyNet(nn.Module):
+    def __init__(self, mode: str = "ok", marker: str | None = None, in_features: int = 144, hidden: int = 16):
+        super().__init__()
+        if mode not in ("ok", "crash", "diverge", "hang"):
+            raise ValueError(f"mode={mode!r}")
+        self.mode, self.marker, self.steps = mode, marker, 0
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        out = self.head(self.body(x))
+        if self.training:
+            self.steps += 1
+            if self.mode == "crash" and self.steps == 3:
+                raise RuntimeError("boom: a trial that crashes in its third step")
+            if self.mode == "diverge":
+                out = out * float("nan")
+            if self.mode == "hang" and self.marker:
+                Path(self.marker + ".started").touch()
+                while Path(self.marker).exists():
+                    time.sleep(0.1)
+        return out
+
+
+def search_command(root: Path, *overrides: str, preset: str = "finetune_lr", model=CONVNET) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "harness.train",
+        "-m",
+        f"search={preset}",
+        f"paths.output_root={root}",
+        *TINY,
+        *model,
+        *overrides,
+    ]
+
+
+def run_search(
+    root: Path,
+    *overrides: str,
+    preset: str = "finetune_lr",
+    model=CONVNET,
+    timeout: float = 120,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run one sweep as a subprocess (the way users run it); fail with its output if it fails."""
+    proc = subprocess.run(
+        search_command(root, *overrides, preset=preset, model=model),
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"search failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def start_search(
+    root: Path, *overrides: str, preset: str = "finetune_lr", model=CONVNET, log: Path | None = None
+) -> subprocess.Popen:
+    out = open(log, "w") if log else subprocess.DEVNULL
+    return subprocess.Popen(
+        search_command(root, *overrides, preset=preset, model=model),
+        cwd=REPO,
+        env=env(),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "1", "CI": "1"})
+    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def load_study(url: str, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def sqlite_url(root: Path, name: str = "finetune_lr") -> str:
+    return f"sqlite:///{root / 'search' / name / 'study.db'}"
+
+
+def result_of(folder) -> dict:
+    """The result.json of a job folder."""
+    return json.loads((Path(folder) / "result.json").read_text())
+
+
+def assert_no_trial_lost_or_duplicated(url: str, name: str, n_trials: int, workers: int) -> list:
+    trials = load_study(url, name).trials
+    # n_trials is checked before each ask: concurrent workers may overshoot by at most workers - 1.
+    assert n_trials <= len(trials) <= n_trials + workers - 1
+    assert [t.number for t in trials] == list(range(len(trials)))
+    for t in trials:
+        assert t.state in (TrialState.COMPLETE, TrialState.PRUNED), (t.number, t.state, t.user_attrs)
+        record = result_of(t.user_attrs["folder"])
+        assert record["config"]["trial"]["number"] == t.number  # each folder holds its own trial's run
+        if t.state == TrialState.COMPLETE:
+            assert t.value == record["metrics"]["val_acc"]
+    return trials
+
+
+def two_workers(tmp_path: Path, *overrides: str, n_trials: int = 6) -> list[str]:
+    args = [
+        *FINETUNE_FIXED,
+        "strategy.base_lr=tag(log, interval(1e-3, 1e-1))",
+        f"search.n_trials={n_trials}",
+        *overrides,
+    ]
+    logs = [tmp_path / f"worker{i}.log" for i in (1, 2)]
+    workers = [start_search(tmp_path, *args, log=log) for log in logs]
+    for w, log in zip(workers, logs, strict=True):
+        assert w.wait(timeout=180) == 0, log.read_text()[-4000:]
+    return [log.read_text() for log in logs]
+
+
+def trial_numbers_in(log: str) -> set[int]:
+    return {int(line.split("]")[0].split()[1]) for line in log.splitlines() if line.startswith("[trial ")}
