@@ -84,8 +84,9 @@ def bench_loop(repeats: int) -> dict:
 # --- 2. frozen groups cost only their forward pass, and a static prefix runs once --------------------------
 
 
-def epoch_seconds(overrides, epochs=3) -> float:
+def epoch_seconds(overrides, epochs=3, hooks=()) -> float:
     run = build_run(_cfg(overrides + [f"epochs={epochs}"]))
+    run.hooks = [hook() for hook in hooks]
     fit(run)
     return median([h["seconds"] for h in run.history[1:]])  # after the first epoch
 
@@ -236,15 +237,12 @@ def bench_memory() -> dict:
 
 
 def bench_diagnostics(repeats: int) -> dict:
-    try:
-        import harness.diagnostics  # noqa: F401  (installed by the diagnostics feature)
-    except ImportError:
-        return {"name": "diagnostics", "metric": "diagnostics hook not installed", "value": None, "target": "< 3%",
-                "ok": None}
+    from harness.diagnostics import WeightDiagnostics
+
     on, off = [], []
     for _ in range(repeats):
-        off.append(epoch_seconds(["strategy=full_unfreeze", "strategy.epochs=2", "diagnostics.weights=false"]))
-        on.append(epoch_seconds(["strategy=full_unfreeze", "strategy.epochs=2", "diagnostics.weights=true"]))
+        off.append(epoch_seconds(["strategy=full_unfreeze", "strategy.epochs=2"]))
+        on.append(epoch_seconds(["strategy=full_unfreeze", "strategy.epochs=2"], hooks=[WeightDiagnostics]))
     overhead = median(on) / median(off) - 1
     return {"name": "diagnostics", "metric": "per-epoch overhead of the diagnostics hook", "value": overhead,
             "target": "< 0.03", "ok": overhead < 0.03, "seconds": {"on": median(on), "off": median(off)}}

@@ -87,6 +87,21 @@ def best_k_mean(values: list[float], k: int) -> float | None:
     return sum(finite[:k]) / len(finite[:k]) if finite else None
 
 
+def failed_before_training(config: dict, reason: str) -> dict:
+    """The record of a sweep job whose input was rejected: no metrics, the reason, the config it was given."""
+    return {
+        "version": RECORD_VERSION,
+        "run_id": run_id(config),
+        "status": "failed",
+        "reason": reason,
+        "stopped_epoch": 0,
+        "config": config,
+        "metrics": {"val_acc": None, "val_loss": None, "test_acc": None, "test_loss": None},
+        "history": [],
+        "warnings": [],
+    }
+
+
 def read_record(path: str | Path) -> dict:
     with open(path) as f:
         return json.load(f)

@@ -95,6 +95,16 @@ def checkpoint_path(cfg: DictConfig, rid: str) -> Path:
 def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
     hooks: list[Hook] = [ProgressHook(epoch_lines=bool(cfg.get("progress", True)))]
     hooks += build_logger_hooks(cfg.get("logger"), config, rid)
+    # [diagnostics] Before the trial hook: a pruned run still measures the epoch it stops after.
+    diagnostics = cfg.get("diagnostics") or {}
+    if diagnostics.get("weights", False):
+        from harness.diagnostics import WeightDiagnostics
+
+        hooks.append(WeightDiagnostics())
+    if diagnostics.get("cka", False):
+        from harness.cka import CkaHook
+
+        hooks.append(CkaHook(cfg.model, cfg.init.get("from"), int(diagnostics.get("probe_size", 256))))
     # [search] A job of an Optuna study reports val_acc to its trial every epoch and stops when pruned.
     if cfg.get("trial") and cfg.trial.get("number") is not None:
         from harness.search.trial_hook import TrialHook
@@ -270,8 +280,12 @@ def main(cfg: DictConfig) -> float | None:
         result = train(cfg, output_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        if _is_multirun():
-            return None  # this job is bad; the other jobs of the sweep still run
+        if _is_multirun():  # this job is bad; the other jobs of the sweep still run, and its record says why
+            config = OmegaConf.to_container(cfg, resolve=False)
+            config.pop("hydra", None)
+            failed = record.failed_before_training(config, f"ConfigError: {e}")
+            record.write_json_atomic(Path(output_dir) / record.RECORD_NAME, failed)
+            return None
         sys.exit(2)
     print(f"{result['status']}: val_acc {result['metrics']['val_acc']} test_acc {result['metrics']['test_acc']}; "
           f"result in {os.path.join(output_dir, record.RECORD_NAME)}", flush=True)
