@@ -29,6 +29,8 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from analysis.figures import STYLE, save  # one look per treatment in every figure; one way to save
+
 RC = {
     "font.size": 10,
     "axes.titlesize": 11,
@@ -36,15 +38,6 @@ RC = {
     "legend.fontsize": 9,
     "xtick.labelsize": 9,
     "ytick.labelsize": 9,
-}
-# Treatment colours and markers as in analysis.figures.STYLE, so a treatment looks the same in every figure.
-TREATMENT_STYLE = {
-    "baseB": ("#000000", "o"),
-    "BnB": ("#1f77b4", "o"),
-    "BnB+": ("#6baed6", "s"),
-    "AnB": ("#d62728", "D"),
-    "AnB+": ("#ff9896", "^"),
-    "random": ("#7f7f7f", "X"),
 }
 FROZEN_COLOUR = "#f2f2f2"
 NORM_ONLY_COLOUR = "#d9d9d9"
@@ -70,16 +63,6 @@ CKA_AGAINST = {
         "trained on B from scratch (baseB itself = 1)",
     ),
 }
-
-
-def save(fig: Figure, folder: str | Path, name: str) -> dict[str, Path]:
-    """``<folder>/<name>.png`` (150 dpi) and ``.pdf``; returns the paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {"png": folder / f"{name}.png", "pdf": folder / f"{name}.pdf"}
-    fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
-    fig.savefig(paths["pdf"], bbox_inches="tight")
-    return paths
 
 
 # --- tables ---------------------------------------------------------------------------------------------
@@ -481,7 +464,8 @@ def cka_figure(
                     part = part[part["n"] == n]
                 if part.empty:
                     continue
-                colour, marker = TREATMENT_STYLE.get(t, ("#2ca02c", "o"))
+                colour, marker = STYLE.get(t, ("#2ca02c", "o"))
+                marker = marker or "o"  # baseB has no marker in the accuracy plots; here it is a curve too
                 mean = part.groupby("layer")["cka"].mean()
                 dashed = t == "baseB" and against == "baseB"
                 ax.plot(
@@ -509,7 +493,7 @@ def cka_figure(
             if against == "baseB" and "baseB" in treatments:
                 ax.axhline(
                     1.0,
-                    color=TREATMENT_STYLE["baseB"][0],
+                    color=STYLE["baseB"][0],
                     linestyle="--",
                     linewidth=1.2,
                     label="baseB (itself: 1)",
