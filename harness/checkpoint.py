@@ -8,13 +8,12 @@ A checkpoint is data, never code: ``torch.load(..., weights_only=True)`` refuses
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
+from harness.atomic import atomic_write
 from harness.errors import ConfigError
 from harness.groups import GroupedModel
 
@@ -22,16 +21,7 @@ CHECKPOINT_VERSION = 1
 
 
 def save(path: str | Path, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"version": CHECKPOINT_VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: torch.save({"version": CHECKPOINT_VERSION, **state}, f), binary=True)
 
 
 def load(path: str | Path) -> dict:

@@ -7,9 +7,7 @@ wrote them last and whenever the sweep stopped.
 
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pandas as pd
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from harness.atomic import atomic_write
 from harness.search.study import redact, retried_numbers
 
 TABLE_NAME = "trials.csv"
@@ -120,10 +119,10 @@ def write_outputs(
     sweep_dir = Path(sweep_dir)
     table = trials_table(study, objectives)
     paths = {"table": sweep_dir / TABLE_NAME}
-    _atomic(paths["table"], lambda f: table.to_csv(f, index=False))
+    atomic_write(paths["table"], lambda f: table.to_csv(f, index=False))
     if _parquet_engine():
         paths["parquet"] = sweep_dir / PARQUET_NAME
-        _atomic(
+        atomic_write(
             paths["parquet"],
             lambda f: table.astype(
                 {c: "string" for c in table.columns if c.startswith("params.")}
@@ -140,7 +139,7 @@ def write_outputs(
             + doc["command"]
             + "\n"
         )
-        _atomic(paths["best"], lambda f: f.write(header + yaml.safe_dump(doc, sort_keys=False, width=1000)))
+        atomic_write(paths["best"], lambda f: f.write(header + yaml.safe_dump(doc, sort_keys=False, width=1000)))
     return paths
 
 
@@ -149,15 +148,3 @@ def _parquet_engine() -> bool:
 
     return any(importlib.util.find_spec(m) is not None for m in ("pyarrow", "fastparquet"))
 
-
-def _atomic(path: Path, write, binary: bool = False) -> None:
-    """Write through a temporary file and rename: workers rewriting the same file never leave half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
