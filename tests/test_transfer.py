@@ -143,3 +143,16 @@ def test_transfer_between_models_whose_layers_differ_in_shape(make_cfg, tmp_path
                     f"init.from={first['transfer']['base']['path']}/base.pt", "init.groups=2"])
     with pytest.raises(ConfigError, match=r"'conv1.0.weight' has shape \(8, 1, 3, 3\), this model needs \(4, 1, 3, 3\)"):
         train(cfg, tmp_path / "mismatch")
+
+
+def test_warm_start_continues_from_a_base_trained_on_a_fraction_of_b(make_cfg, tmp_path):
+    warm = treatment(make_cfg, tmp_path, "warm", 1, ["transfer.warm_fraction=0.5"])
+    scratch = treatment(make_cfg, tmp_path, "scratch", 1)
+    base = warm["transfer"]["base"]
+    assert base["half"] == "B" and base["key"] != warm["transfer"]["baseB"]["key"]
+    fraction_base = json.loads((Path(base["path"]) / "result.json").read_text())
+    assert fraction_base["config"]["data"]["train_fraction"] == 0.5
+    assert fraction_base["data"]["train"] < warm["data"]["train"]  # the base saw part of B, the run all of it
+    assert warm["config"]["init"] == {"from": str(Path(base["path"]) / "base.pt"), "groups": None}  # head too
+    assert scratch["config"]["init"]["from"] is None and scratch["transfer"]["base"] is None
+    assert len(warm["history"]) == len(scratch["history"])  # the same budget
