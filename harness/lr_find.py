@@ -137,10 +137,10 @@ def plot(result: LrFindResult, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, color="black", lw=1.2)
-    for name, marker in (("valley", "o"), ("minimum", "s"), ("steep", "^")):
+    for name, label, marker in (("valley", "valley", "o"), ("minimum", "minimum/10", "s"), ("steep", "steep", "^")):
         value = getattr(result, name)
         i = min(range(len(result.lrs)), key=lambda k: abs(math.log(result.lrs[k] / value)))
-        ax.plot(value, result.losses[i], marker, ms=8, label=f"{name}: {value:.2e}")
+        ax.plot(value, result.losses[i], marker, ms=8, label=f"{label}: {value:.2e}")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate of the head group (other groups keep the slice ratios)")
     ax.set_ylabel("smoothed training loss")
