@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures, provenance, search, strategies, transferability
+from analysis import diagnostics, figures, provenance, search, strategies, transferability
 from analysis.load import NoRunsError, load_history, load_runs
 from analysis.tables import escape_md, markdown_table, write_table
 from analysis.transferability import METRICS, TOLERANCE
@@ -200,6 +200,7 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
         doc.figure(figures.transferability_figure(td, group, panels=("relative", "paper_relative")),
                    f"transfer_relative_{slug}",
                    "The same relative to baseB (points): here paired within each replicate; right, the paper")
+        _cka(doc, sel.used[sel.used["group"] == group], slug)
         doc.table(rows, f"transfer_ci_{slug}", f"Mean and 95% CI per (treatment, n), {METRICS[metric]}, {group}",
                   shown=_ci_shown(rows))
         b = line.loc[group]
@@ -235,6 +236,40 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
         _config_file(doc, sel.used[sel.used["group"] == group], slug)
     _unattributed(doc, sel, td.groups, "transfer_left_out_other")
     return {"groups": info, "selection": sel.text()}
+
+
+def _records(runs: pd.DataFrame) -> list[dict]:
+    out = []
+    for folder in runs["folder"]:
+        try:
+            out.append(json.loads((Path(folder) / "result.json").read_text()))
+        except (OSError, ValueError):
+            continue  # load_runs already counted it as left out, with the reason
+    return out
+
+
+def _cka(doc: _Doc, used: pd.DataFrame, slug: str) -> None:
+    """CKA per layer for baseB, AnB+ and BnB+ (harness/cka.py), when the runs measured it."""
+    records = diagnostics.with_bases(_records(used))
+    if diagnostics.cka_frame(records).empty:
+        return
+    doc.figure(diagnostics.cka_figure(records), f"transfer_cka_{slug}",
+               "Linear CKA between each layer's representation at the start of training and after it "
+               "(1 = unchanged), for baseB and the '+' treatments, one panel per n")
+
+
+def _what_trained(doc: _Doc, used: pd.DataFrame, slug: str) -> None:
+    """For the first run of each strategy: which groups trained at which lr, and how far each group moved."""
+    for variant, part in used.groupby("variant", sort=False):
+        records = _records(part.head(1))
+        if not records:
+            continue
+        name = doc.slug(f"{slug}_{variant}")
+        doc.figure(diagnostics.phase_map(records[0]), f"phase_map_{name}",
+                   f"{variant}: which groups train in each phase, and at which learning rate")
+        if not diagnostics.diagnostics_frame(records[0]).empty:
+            doc.figure(diagnostics.weight_change_heatmap(records[0]), f"weight_change_{name}",
+                       f"{variant}: relative weight change per group over epochs (0 = bit-identical to the start)")
 
 
 def _unattributed(doc: _Doc, sel, groups: list[str], name: str) -> None:
@@ -285,6 +320,7 @@ def _strategies(doc: _Doc, runs: pd.DataFrame) -> dict:
                    "Validation accuracy per epoch; dotted lines mark phase changes (unfreeze points)")
         doc.figure(figures.lr_curves(h, by="variant"), f"strategies_lr_{slug}",
                    "Per-group learning rate against optimizer steps (first run of each variant)")
+        _what_trained(doc, used, slug)
         bounds = strategies.phase_boundaries(h)
         if len(bounds):
             bounds["folder"] = bounds["folder"].map(doc.rel)
