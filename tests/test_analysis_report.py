@@ -80,7 +80,13 @@ def test_report_files(report):
     links = re.findall(r"\]\(([^)]+)\)", md)
     assert links and all((report / link).is_file() for link in links), "every link of report.md resolves"
     pngs = sorted(report.glob("figures/*.png"))
-    assert len(pngs) == 2 + 3  # transfer: measured+paper and relative; strategies: time, curves, lr
+    kinds = [p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in pngs]
+    # transfer: measured+paper, relative, CKA; strategies: time, curves, lr; per strategy: phase map + heatmap
+    assert sorted(k for k in kinds if k.startswith("transfer_")) == ["transfer_cka", "transfer_relative",
+                                                                     "transfer_transferability"]
+    assert sorted(k for k in kinds if k.startswith("strategies_")) == ["strategies_curves", "strategies_lr",
+                                                                       "strategies_time"]
+    assert kinds.count("phase_map") == kinds.count("weight_change") >= 2
     for png in pngs:
         assert png.with_suffix(".pdf").is_file() and png.stat().st_size > 10_000
         assert f"figures/{png.name}" in links
