@@ -34,13 +34,14 @@ class Interval:
         return not (math.isnan(self.lo) or math.isnan(self.hi))
 
     def text(self, digits: int = 2, signed: bool = False) -> str:
-        """``98.10 [97.60, 98.60] (n=3)``; without a CI ``98.10 (n=1, no CI)``."""
+        """``98.10 [97.60, 98.60] (3 replicates)``; without a CI ``98.10 (1 replicate, no CI)``.
+        (Not "n=3": in a transferability table n is the number of copied layers.)"""
         if math.isnan(self.mean):
             return "n/a"
         fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
         if not self.has_ci:
-            return f"{fmt.format(self.mean)} (n={self.n}, no CI)"
-        return f"{fmt.format(self.mean)} [{fmt.format(self.lo)}, {fmt.format(self.hi)}] (n={self.n})"
+            return f"{fmt.format(self.mean)} ({self.n} replicate{'s' * (self.n != 1)}, no CI)"
+        return f"{fmt.format(self.mean)} [{fmt.format(self.lo)}, {fmt.format(self.hi)}] ({self.n} replicates)"
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> Interval:
