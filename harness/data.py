@@ -71,10 +71,15 @@ class DataBundle:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def on(self, device: torch.device | str) -> DataBundle:
-        """The same bundle with its in-memory parts resident on ``device`` (datasets stay where they are)."""
+    def on(self, device: torch.device | str, channels_last: bool = False) -> DataBundle:
+        """The same bundle with its in-memory parts resident on ``device`` (datasets stay where they are),
+        optionally in channels-last memory layout (faster convolutions on recent GPUs)."""
+        layout = torch.channels_last if channels_last else torch.preserve_format
         move = {k: getattr(self, k) for k in ("train", "val", "test")}
-        move = {k: p.to(device) if isinstance(p, TensorPart) else p for k, p in move.items()}
+        move = {
+            k: TensorPart(p.x.to(device, memory_format=layout), p.y.to(device)) if isinstance(p, TensorPart) else p
+            for k, p in move.items()
+        }
         return replace(self, **move)
 
 

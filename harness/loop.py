@@ -42,20 +42,27 @@ class Run:
     history: list[dict] = field(default_factory=list)
     epochs_done: int = 0  # > 0 when resumed from a checkpoint
     prefix_cache: bool = True  # run a frozen, static input-side prefix once per phase (harness/prefix.py)
+    bf16: bool = False  # autocast forward and loss to bfloat16 (mixed precision; weights and optimizer stay fp32)
+    compile: bool = False  # torch.compile the module each phase trains (the net, or net[k:] behind a cached prefix)
 
     def shuffle_seed(self, epoch: int) -> int:
         # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
         return self.seed * 1_000_003 + epoch
 
 
+def autocast(device, enabled: bool):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @torch.no_grad()
-def evaluate(net: torch.nn.Module, part, device, batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+def evaluate(net: torch.nn.Module, part, device, batch_size: int = EVAL_BATCH, bf16: bool = False) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``net`` on a data part, in eval mode."""
     was_training = net.training
     net.eval()
     loss_sum, correct, count = 0.0, 0, 0
     for x, y in batches(part, batch_size, shuffle=False, device=device):
-        logits = net(x)
+        with autocast(device, bf16):
+            logits = net(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         count += len(y)
@@ -86,6 +93,8 @@ def fit(run: Run) -> None:
             enter_phase(run, phase_index, first_epoch_of_phase=epoch_in_phase == 0)
             # What this phase feeds to which module: the whole net on the data, or net[k:] on cached features.
             view = phase_view(run.model, phase, plan.bn, run.data, run.device, enabled=run.prefix_cache)
+            if run.compile:
+                view.net = torch.compile(view.net)
         freezing.set_modes(run.model, phase.trainable, plan.bn)
 
         phase_steps = phase.epochs * steps
@@ -98,7 +107,8 @@ def fit(run: Run) -> None:
             lr_max = [max(m, lr * factor) for m, lr in zip(lr_max, phase.lr, strict=True)]
 
             run.optimizer.zero_grad(set_to_none=True)  # also drops stale grads of groups frozen since
-            loss = F.cross_entropy(view.net(x), y)
+            with autocast(run.device, run.bf16):
+                loss = F.cross_entropy(view.net(x).float(), y)
             if not torch.isfinite(loss):
                 raise NumericalError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
             loss.backward()
@@ -108,8 +118,8 @@ def fit(run: Run) -> None:
             call(run.hooks, "on_batch_end", run, i + 1, steps, loss)
         seconds = time.perf_counter() - started
 
-        val_loss, val_acc = evaluate(view.net, view.data.val, run.device)
-        test_loss, test_acc = evaluate(view.net, view.data.test, run.device)
+        val_loss, val_acc = evaluate(view.net, view.data.val, run.device, bf16=run.bf16)
+        test_loss, test_acc = evaluate(view.net, view.data.test, run.device, bf16=run.bf16)
         trains = set(phase.trainable)
         entry = {
             "epoch": epoch + 1,

@@ -129,11 +129,17 @@ def build_run(cfg: DictConfig) -> Run:
         checkpoint.load_model_state(model, source, init_from, n_groups=n)
     params = split_group_params(model)
     plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
-    model.net.to(device)
+    speed = cfg.get("speed") or {}
+    precision = str(speed.get("precision", "32"))
+    if precision not in ("32", "bf16"):
+        raise ConfigError(f"speed.precision={speed.get('precision')!r}; choose 32 or bf16")
+    channels_last = bool(speed.get("channels_last", False))
+    model.net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return Run(
-        model=model, params=params, plan=plan, data=data.on(device), optim_cfg=dict(cfg.optim),
-        batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device,
-        prefix_cache=bool(cfg.get("prefix_cache", True)),
+        model=model, params=params, plan=plan, data=data.on(device, channels_last=channels_last),
+        optim_cfg=dict(cfg.optim), batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device,
+        prefix_cache=bool(cfg.get("prefix_cache", True)), bf16=precision == "bf16",
+        compile=bool(speed.get("compile", False)),
     )
 
 

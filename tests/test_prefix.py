@@ -55,3 +55,12 @@ def test_cached_features_equal_the_prefix_output(make_cfg):
         direct = run.model.net[:3](run.data.val.x)
     assert torch.allclose(view.data.val.x, direct, atol=1e-6)
     assert torch.equal(view.data.val.y, run.data.val.y)
+
+
+def test_bf16_and_channels_last_run_and_stay_close_to_fp32(make_cfg, tmp_path):
+    fp32 = train(make_cfg(["strategy=freeze_to", "strategy.k=1"]), tmp_path / "fp32")
+    fast = train(make_cfg(["strategy=freeze_to", "strategy.k=1", "speed.precision=bf16", "speed.channels_last=true"]),
+                 tmp_path / "fast")
+    assert fast["status"] == "ok" and fast["run_id"] != fp32["run_id"]  # precision is part of a run's identity
+    for a, b in zip(fast["history"], fp32["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.05)
