@@ -160,7 +160,9 @@ def bench_fastai(repeats: int, epochs: int = 3) -> dict:
 
     ours_s, theirs_s, ours_acc, theirs_acc = [], [], [], []
     for r in range(repeats):
-        cfg = _cfg(["strategy=full_unfreeze", f"strategy.epochs={epochs}", "strategy.bn=train", f"seed={r}"])
+        # Like fine_tune, evaluate only the validation set each epoch (the test set once, at the end).
+        cfg = _cfg(["strategy=full_unfreeze", f"strategy.epochs={epochs}", "strategy.bn=train", f"seed={r}",
+                    "test_every_epoch=false"])
         run = build_run(cfg)
         start_weights = copy.deepcopy(run.model.net.state_dict())
         clock = time.perf_counter()

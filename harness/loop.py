@@ -44,6 +44,7 @@ class Run:
     prefix_cache: bool = True  # run a frozen, static input-side prefix once per phase (harness/prefix.py)
     bf16: bool = False  # autocast forward and loss to bfloat16 (mixed precision; weights and optimizer stay fp32)
     compile: bool = False  # torch.compile the module each phase trains (the net, or net[k:] behind a cached prefix)
+    test_every_epoch: bool = True  # the paper's best-k metric needs a test evaluation per epoch; else only the last
 
     def shuffle_seed(self, epoch: int) -> int:
         # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -119,7 +120,9 @@ def fit(run: Run) -> None:
         seconds = time.perf_counter() - started
 
         val_loss, val_acc = evaluate(view.net, view.data.val, run.device, bf16=run.bf16)
-        test_loss, test_acc = evaluate(view.net, view.data.test, run.device, bf16=run.bf16)
+        test_loss, test_acc = None, None
+        if run.test_every_epoch or epoch == plan.total_epochs - 1:
+            test_loss, test_acc = evaluate(view.net, view.data.test, run.device, bf16=run.bf16)
         trains = set(phase.trainable)
         entry = {
             "epoch": epoch + 1,

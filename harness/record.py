@@ -8,7 +8,7 @@ Fields (schema version ``RECORD_VERSION``):
 - ``metrics``: ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (last epoch), ``best_val_acc``,
   ``test_acc_best_k`` (the paper's mean of the k best test evaluations) and ``best_k``;
 - ``history``: one entry per epoch: epoch, phase, phase_index, train_loss, val_loss, val_acc, test_acc,
-  test_loss, lr (per group, at the epoch's last step), lr_max (per group), seconds, samples_per_s;
+  test_loss (null before the last epoch when ``test_every_epoch=false``), lr (per group, at the epoch's last step), lr_max (per group), seconds, samples_per_s;
 - ``timing``: seconds, samples_per_s, started, finished; ``environment``: versions, device, threads,
   deterministic settings; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
 - ``warnings``: list of strings a reader should see; optional sections added by features

@@ -139,7 +139,7 @@ def build_run(cfg: DictConfig) -> Run:
         model=model, params=params, plan=plan, data=data.on(device, channels_last=channels_last),
         optim_cfg=dict(cfg.optim), batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device,
         prefix_cache=bool(cfg.get("prefix_cache", True)), bf16=precision == "bf16",
-        compile=bool(speed.get("compile", False)),
+        compile=bool(speed.get("compile", False)), test_every_epoch=bool(cfg.get("test_every_epoch", True)),
     )
 
 
@@ -225,7 +225,7 @@ def make_record(cfg, config, rid, run: Run, status, reason, started, seconds, ck
     history = run.history
     last = history[-1] if history else {}
     best_k = int(cfg.get("best_k", 10))
-    test_accs = [h["test_acc"] for h in history]
+    test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
     samples = sum(len(run.data.train) for _ in history)
     return {
         "version": record.RECORD_VERSION,

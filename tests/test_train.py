@@ -98,3 +98,13 @@ def test_init_from_copies_the_first_groups(make_cfg, tmp_path):
         assert torch.equal(after[key], base[key]), key
     assert not torch.equal(after["head.0.weight"] if "head.0.weight" in after else after["head.weight"],
                            base["head.0.weight"] if "head.0.weight" in base else base["head.weight"])
+
+
+def test_test_set_only_at_the_end_changes_no_number(make_cfg, tmp_path):
+    every, _ = run(make_cfg, tmp_path, ["epochs=3"], "every")
+    end, _ = run(make_cfg, tmp_path, ["epochs=3", "test_every_epoch=false"], "end")
+    assert [h["test_acc"] for h in end["history"][:-1]] == [None, None]
+    assert end["history"][-1]["test_acc"] == every["history"][-1]["test_acc"]
+    assert end["metrics"]["test_acc"] == every["metrics"]["test_acc"]
+    assert [h["val_acc"] for h in end["history"]] == [h["val_acc"] for h in every["history"]]
+    assert end["metrics"]["test_acc_best_k"] == end["metrics"]["test_acc"] and end["metrics"]["best_k"] == 1
