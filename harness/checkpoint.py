@@ -9,6 +9,7 @@ A checkpoint is data, never code: ``torch.load(..., weights_only=True)`` refuses
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -29,16 +30,20 @@ def load(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one loses its directory
+        raise ConfigError(f"checkpoint '{path}' is unreadable: truncated, or not a file written by torch.save")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = str(e).splitlines()
+        why = next((line.strip() for line in lines if "Unsupported global" in line), type(e).__name__)
         raise ConfigError(
             f"checkpoint '{path}' was refused: it holds objects other than tensors and plain data "
-            f"(a checkpoint is never a way to run code): {first}"
+            f"(a checkpoint is never a way to run code): {why}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ConfigError(f"checkpoint '{path}' is unreadable (truncated or not a checkpoint): {str(e).splitlines()[0]}") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"checkpoint '{path}' is unreadable (truncated or not a checkpoint): {first}") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(f"checkpoint '{path}' is not a freezelab checkpoint (no 'model' entry)")
     if state.get("version") != CHECKPOINT_VERSION:
