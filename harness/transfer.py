@@ -101,7 +101,7 @@ def treatment_config(cfg: DictConfig, treatment: Treatment, n: int | None, base_
         epochs = int(t.get("epochs") or cfg.epochs)
         if treatment.name in ("warm", "scratch"):
             strategy = {"name": "never", "epochs": epochs, "lr": cfg.lr}
-            out.init = {"from": base_checkpoint, "groups": None if base_checkpoint else None}
+            out.init = {"from": base_checkpoint, "groups": None}  # warm: every group, head included (same classes)
         elif treatment.frozen:
             strategy = {"name": "freeze_to", "k": n, "epochs": epochs, "lr": cfg.lr}
             out.init = {"from": base_checkpoint, "groups": n}
