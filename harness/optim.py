@@ -12,6 +12,17 @@ from harness.freezing import GroupParams
 OPTIMIZERS = ("sgd", "adamw")
 
 
+def check(optim_cfg: Mapping) -> None:
+    """Reject an unknown optimizer before any training (the optimizer itself is built at phase start)."""
+    name = optim_cfg.get("name")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"optim.name={name!r} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")
+    for key in ("weight_decay", "momentum", "eps"):
+        value = optim_cfg.get(key, 0.0)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"optim.{key}={value!r} must be a number >= 0")
+
+
 def build_optimizer(optim_cfg: Mapping, params: list[GroupParams], rates: list[float]) -> torch.optim.Optimizer:
     """One param group per layer group (named after it), every parameter included.
 
@@ -19,6 +30,7 @@ def build_optimizer(optim_cfg: Mapping, params: list[GroupParams], rates: list[f
     parameter whose ``.grad`` is None: that is what keeps them bit-identical and their state untouched,
     and what lets an unfreeze keep the state of params already training (``optimizer_state: keep``).
     """
+    check(optim_cfg)
     name = optim_cfg.get("name")
     groups = [{"params": g.all, "lr": lr, "name": g.name} for g, lr in zip(params, rates, strict=True)]
     weight_decay = float(optim_cfg.get("weight_decay", 0.0))

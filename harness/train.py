@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import harness
-from harness import checkpoint, record, transfer
+from harness import checkpoint, optim, record, transfer
 from harness.compose import CONF_DIR as CONF_PATH
 from harness.data import load_data
 from harness.errors import ConfigError, NumericalError
@@ -115,6 +115,11 @@ def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
 
 def build_run(cfg: DictConfig) -> Run:
     """Data, model with its layer groups, freeze plan and optimizer settings, all checked; nothing trained."""
+    for key, minimum in (("seed", 0), ("batch_size", 1)):
+        value = cfg.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{key}={value!r} must be an integer >= {minimum}")
+    optim.check(cfg.optim)
     device = resolve_device(cfg.device)
     set_threads(cfg.get("threads"))
     seed_everything(cfg.seed)

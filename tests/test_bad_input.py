@@ -1,0 +1,111 @@
+"""The bad-input catalogue: every entry is rejected before training with one line naming the key or path.
+
+(The command line's side of it, exit code 2 and no traceback, is in tests/test_cli.py.)
+"""
+
+import pytest
+import torch
+from hydra.errors import HydraException
+from PIL import Image
+
+from harness.errors import ConfigError
+from harness.train import train
+
+GRID = ["transfer=yosinski", "split=random_half"]
+
+CATALOGUE = [
+    # config: wrong types and out-of-range values
+    (["epochs=abc"], "strategy.epochs='abc'"),
+    (["epochs=-1"], "strategy.epochs=-1"),
+    (["batch_size=0"], "batch_size=0"),
+    (["seed=abc"], "seed='abc'"),
+    (["lr=-3"], "strategy.lr=-3"),
+    (["lr={lo:1,hi:0.1}"], "lo=1 is greater than hi=0.1"),
+    (["lr=[1e-3,1e-3]"], "lists 2 learning rates but the model has 4"),
+    (["device=tpu"], "device='tpu'"),
+    (["threads=0"], "threads=0"),
+    (["optim.name=lion"], "optim.name='lion'"),
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1"),
+    (["schedule.pct_start=2"], "schedule.pct_start=2"),
+    (["schedule.name=cosine"], "schedule.name='cosine'"),
+    (["speed.precision=fp8"], "speed.precision='fp8'"),
+    (["logger=wandb", "logger.mode=cloud"], "logger.mode='cloud'"),
+    # config: strategies
+    (["strategy=freeze_to", "strategy.k=9"], "strategy.k=9 is out of range"),
+    (["strategy=freeze_to", "strategy.k=1.5"], "strategy.k=1.5"),
+    (["strategy=gradual", "strategy.every=0"], "strategy.every=0"),
+    (["strategy=surgical", "strategy.groups=[]"], "strategy.groups is empty"),
+    (["strategy=surgical", "strategy.groups=[conv9]"], "unknown layer groups ['conv9']"),
+    (["strategy=head_only", "strategy.bn=sometimes"], "strategy.bn='sometimes'"),
+    (["strategy=full_unfreeze", "strategy.lr_mult=0.5"], "strategy.lr_mult=0.5"),
+    (["strategy=head_only", "model.groups=[{name: all, modules: [conv1, conv2, fc1, head]}]"], "one layer group"),
+    # config: contradictory options
+    (["half=A"], "split"),
+    (["split=classes", "split.A=[0,1]", "split.B=[1,2]", "half=B"], "overlap"),
+    (GRID + ["transfer.n=9"], "transfer.n=9 is out of range"),
+    (GRID + ["transfer.treatment=CnB"], "transfer.treatment='CnB'"),
+    # data
+    (["data.val_fraction=1.5"], "data.val_fraction=1.5"),
+    (["data.train_fraction=0"], "data.train_fraction=0"),
+    (["split=classes", "split.A=[0]", "split.B=[]", "half=B"], "split.B is empty"),
+    (["split=classes", "split.A=[0]", "split.B=[42]", "half=B"], "42"),
+    (["split=random_half", "split.b_domain=blur", "half=B"], "split.b_domain='blur'"),
+    (["data=imagefolder", "data.root=/nonexistent/images"], "/nonexistent/images"),
+    (["data=imagefolder", "data.root=EMPTY_CLASS"], "has no images"),
+    (["data=imagefolder", "data.root=CORRUPT"], "broken.png"),
+    (["data=cifar10", "data.root=/nonexistent/cifar"], "/nonexistent/cifar"),
+    # models and checkpoints
+    (["model.kernel_size=4"], "model.kernel_size"),
+    (["model.dropout=1.5"], "model.dropout"),
+    (["init.from=/nonexistent.pt"], "checkpoint '/nonexistent.pt' does not exist"),
+    (["init.from=TRUNCATED"], "is unreadable"),
+    (["init.from=OTHER_ARCH", "init.groups=2"], "has shape"),
+    (["init.from=OLD_VERSION"], "has version 0"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    for cls in ("a", "b"):
+        (root / "empty_class" / cls).mkdir(parents=True)
+        (root / "corrupt" / cls).mkdir(parents=True)
+        Image.new("L", (8, 8)).save(root / "corrupt" / cls / "ok.png")
+    Image.new("L", (8, 8)).save(root / "empty_class" / "a" / "0.png")
+    (root / "corrupt" / "b" / "broken.png").write_bytes(b"\x89PNG not really")
+    good = {"conv1.0.weight": torch.zeros(3, 1, 3, 3), "conv1.0.bias": torch.zeros(3)}
+    torch.save({"version": 1, "model": good}, root / "other_arch.pt")
+    (root / "truncated.pt").write_bytes((root / "other_arch.pt").read_bytes()[:100])
+    torch.save({"version": 0, "model": good}, root / "old.pt")
+    return {"EMPTY_CLASS": root / "empty_class", "CORRUPT": root / "corrupt", "OTHER_ARCH": root / "other_arch.pt",
+            "TRUNCATED": root / "truncated.pt", "OLD_VERSION": root / "old.pt"}
+
+
+def substitute(overrides, files):
+    out = []
+    for item in overrides:
+        for key, path in files.items():
+            item = item.replace(key, str(path))
+        out.append(item)
+    return out
+
+
+def test_the_catalogue_is_large_enough():
+    assert len(CATALOGUE) >= 25
+
+
+@pytest.mark.parametrize("overrides, expected", CATALOGUE, ids=[" ".join(o) for o, _ in CATALOGUE])
+def test_bad_input_is_one_clear_line_before_training(make_cfg, tmp_path, files, overrides, expected):
+    cfg = make_cfg(substitute(overrides, files))
+    with pytest.raises(ConfigError) as caught:
+        train(cfg, tmp_path / "run")
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+    assert not list(tmp_path.rglob("result.json"))  # nothing that looks finished
+    assert not list((tmp_path / "outputs").rglob("last.pt"))  # and no training started
+
+
+@pytest.mark.parametrize("overrides", [["data=imagenet"], ["model=vgg99"], ["strategy=sometimes"], ["optim=lion"]])
+def test_unknown_group_options_fail_at_composition(make_cfg, overrides):
+    with pytest.raises(HydraException, match="Could not find"):
+        make_cfg(overrides)
