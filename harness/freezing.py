@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from harness.groups import NORM_TYPES, GroupedModel, group_modules, norm_layers
+from harness.groups import NORM_TYPES, GroupedModel, group_modules, group_parameters, norm_layers
 
 
 @dataclass
@@ -34,8 +34,6 @@ class GroupParams:
 
 
 def split_group_params(model: GroupedModel) -> list[GroupParams]:
-    from harness.groups import group_parameters
-
     by_group = group_parameters(model)
     norm_ids = {id(p) for m in model.net.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
     return [
@@ -63,7 +61,3 @@ def set_modes(model: GroupedModel, trainable: list[str], bn: str) -> None:
         if group.name not in trainable:
             for layer in norm_layers(modules):
                 layer.eval()
-
-
-def trainable_count(params: list[GroupParams]) -> int:
-    return sum(p.numel() for g in params for p in g.all if p.requires_grad)

@@ -105,12 +105,3 @@ def norm_layers(modules: list[nn.Module]) -> list[nn.Module]:
     for m in modules:
         found.extend(sub for sub in m.modules() if isinstance(sub, NORM_TYPES))
     return found
-
-
-def is_norm_parameter(module_lookup: dict[str, nn.Module], qualified_param_name: str) -> bool:
-    owner = qualified_param_name.rsplit(".", 1)[0] if "." in qualified_param_name else ""
-    return isinstance(module_lookup.get(owner), NORM_TYPES)
-
-
-def count_parameters(params: list[nn.Parameter]) -> int:
-    return sum(p.numel() for p in params)

@@ -71,21 +71,3 @@ def spread(lr: LrSpec, n_groups: int, where: str = "lr") -> list[float]:
             return [lr.hi]
         return [lr.lo * (lr.hi / lr.lo) ** (i / (n_groups - 1)) for i in range(n_groups)]
     return [float(lr)] * n_groups
-
-
-def scale(lr: LrSpec, factor: float) -> LrSpec:
-    """Multiply every rate of a spec (fastai's ``base_lr /= 2`` applied to whatever form it has)."""
-    if isinstance(lr, tuple):
-        return tuple(v * factor for v in lr)
-    if isinstance(lr, LrSlice):
-        return LrSlice(lr.hi * factor, None if lr.lo is None else lr.lo * factor)
-    return lr * factor
-
-
-def to_config(lr: LrSpec):
-    """The plain-data form stored in plans and records."""
-    if isinstance(lr, LrSlice):
-        return {"hi": lr.hi} if lr.lo is None else {"lo": lr.lo, "hi": lr.hi}
-    if isinstance(lr, tuple):
-        return list(lr)
-    return lr

@@ -28,7 +28,7 @@ from harness.errors import ConfigError, NumericalError
 from harness.freezing import split_group_params
 from harness.hooks import Hook, StopRun, call
 from harness.logger import build_logger_hooks
-from harness.loop import Run, fit
+from harness.loop import Run, enter_phase, fit
 from harness.models import build_model
 from harness.progress import ProgressHook
 from harness.strategy import compile_plan
@@ -218,8 +218,6 @@ def resume_from(run: Run, state: dict, path: Path) -> None:
     run.history = list(state["history"])
     torch.set_rng_state(state["rng"])
     if run.epochs_done < run.plan.total_epochs:
-        from harness.loop import enter_phase
-
         index, _ = run.plan.phase_at(run.epochs_done)
         enter_phase(run, index, first_epoch_of_phase=False)  # restores requires_grad and builds the optimizer
         run.optimizer.load_state_dict(state["optimizer"])

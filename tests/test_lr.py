@@ -3,7 +3,7 @@ import math
 import pytest
 
 from harness.errors import ConfigError
-from harness.lr import LrSlice, parse_lr, scale, spread
+from harness.lr import LrSlice, parse_lr, spread
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
@@ -53,8 +53,3 @@ def test_list_is_taken_as_given_and_must_match_group_count():
 def test_bad_lr_is_one_clear_error(bad, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         parse_lr(bad)
-
-
-def test_scale_keeps_the_form():
-    assert scale(LrSlice(2e-3, 2e-5), 0.5) == LrSlice(1e-3, 1e-5)
-    assert scale(4e-3, 0.5) == 2e-3
