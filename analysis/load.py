@@ -27,7 +27,8 @@ RECORD_NAME = "result.json"
 # The record schema this analysis reads (harness.record.RECORD_VERSION; a test keeps the two equal).
 SUPPORTED_VERSION = 1
 INDEX_NAME = ".freezelab-index.json"
-INDEX_VERSION = 3  # bump when the flattened row or the history entries change shape
+STARTED_NAME = "started.json"  # harness.store: a run began in this folder (its run id, when, where)
+INDEX_VERSION = 4  # bump when the flattened row or the history entries change shape
 SKIP_DIRS = {"wandb", "checkpoints", "__pycache__", "report"}  # never hold records; can be large
 
 # Columns every runs DataFrame has, in this order (the rest follow: metrics.*, timing.*, transfer.*, config.*).
@@ -61,16 +62,22 @@ def find_records(path: str | Path) -> tuple[list[str], list[str]]:
         names = {e.name for e in entries}
         if RECORD_NAME in names:
             records.append(os.path.join(folder, RECORD_NAME))
-        elif ".hydra" in names:  # a Hydra job that never wrote its record (config error, crash, still running)
-            orphans.append(folder)
+        elif ".hydra" in names or STARTED_NAME in names:  # a job that never wrote its record (config error,
+            orphans.append(folder)                          # killed, still running)
         for e in entries:
             if not e.name.startswith(".") and e.name not in SKIP_DIRS and e.is_dir(follow_symlinks=False):
                 stack.append(e.path)
     return sorted(records), sorted(orphans)
 
 
-def load_runs(paths: str | Path | Iterable[str | Path], *, cache: bool = True) -> pd.DataFrame:
+def load_runs(paths: str | Path | Iterable[str | Path], *, cache: bool = True, dedupe: bool = True) -> pd.DataFrame:
     """One row per run below ``paths`` (a path or several).
+
+    A run is its identity (``run_id``, the hash of its resolved config) within an experiment: a sweep killed
+    and run again leaves the same run in two folders (the rerun's record says ``reused_from``), or a record in
+    one and a dead job in the other. ``dedupe=True`` keeps one row per (experiment, run_id), the most finished
+    (ok, then pruned, failed, no record; the trained original over a reused copy; then the newest), and says
+    in ``copies`` how many folders held it and in ``copies_in`` which others. ``dedupe=False``: a row per folder.
 
     Columns: ``folder``, ``kind`` (treatment | base | trial | run), ``status`` (ok | failed | pruned | unreadable
     | no_record), ``problem`` (why a table should leave the run out, else None), short config columns
@@ -83,7 +90,7 @@ def load_runs(paths: str | Path | Iterable[str | Path], *, cache: bool = True) -
     sources = _as_paths(paths)
     for path in sources:
         rows += [entry["row"] for entry in _load_entries(path, cache=cache)]
-    frame = _frame(rows)
+    frame = _frame(one_per_run(rows) if dedupe else rows)
     # load_history(runs) re-reads through the same folders (and their indexes) instead of file by file.
     frame.attrs["sources"] = [str(p.resolve()) for p in sources]
     return frame
@@ -103,13 +110,13 @@ def load_history(source, *, cache: bool = True) -> pd.DataFrame:
         paths = [Path(p) for p in source.attrs.get("sources", [])] or [Path(p) for p in source["path"].dropna()]
     else:
         wanted, paths = None, _as_paths(source)
+    entries = [entry for path in paths for entry in _load_entries(path, cache=cache)]
+    if wanted is None:  # the runs load_runs would give: each run once
+        wanted = {row["folder"] for row in one_per_run([entry["row"] for entry in entries])}
     rows = []
-    for path in paths:
-        for entry in _load_entries(path, cache=cache):
-            row = entry["row"]
-            if wanted is not None and row["folder"] not in wanted:
-                continue
-            rows += _history_rows(row, entry["history"])
+    for entry in entries:
+        if entry["row"]["folder"] in wanted:
+            rows += _history_rows(entry["row"], entry["history"])
     columns = ["folder", "kind", "status", "experiment", "strategy", "transfer.treatment", "transfer.n", "seed",
                "epoch", "phase", "phase_index", "step", "elapsed_s"]
     frame = pd.DataFrame(rows)
@@ -234,9 +241,14 @@ def _bad_row(path: Path, status: str, problem: str) -> dict:
 
 
 def _orphan_row(folder: Path) -> dict:
-    """A Hydra job folder without a record: keep it visible, with what its saved config says."""
-    row = _bad_row(folder / RECORD_NAME, "no_record",
-                   f"no {RECORD_NAME}: the job failed before training (a config error) or is still running")
+    """A job folder without a record: keep it visible, with what its saved config and its start note say."""
+    started = _read_json(folder / STARTED_NAME)
+    if started:
+        why = (f"no {RECORD_NAME}: run {started.get('run_id')} started {started.get('started')} on "
+               f"{started.get('host')} (pid {started.get('pid')}) and was killed, or is still running")
+    else:
+        why = f"no {RECORD_NAME}: the job failed before training (a config error) or is still running"
+    row = _bad_row(folder / RECORD_NAME, "no_record", why)
     try:
         import yaml
 
@@ -247,7 +259,43 @@ def _orphan_row(folder: Path) -> dict:
         row.update(_short_columns(config, {}))
         row.update({f"config.{k}": v for k, v in flatten(config).items()})
         row["kind"] = "treatment" if (config.get("transfer") or {}).get("treatment") else "run"
+    if started:  # the run this job was: a rerun that finished it makes this row a copy (load_runs' dedupe)
+        row["run_id"] = started.get("run_id")
+        row["experiment"] = started.get("experiment", row.get("experiment"))
     return row
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+STATUS_RANK = {"ok": 0, "pruned": 1, "failed": 2, "no_record": 3}
+
+
+def one_per_run(rows: list[dict]) -> list[dict]:
+    """Each run once (see :func:`load_runs`): rows without a run id (unreadable records) all stay."""
+    groups: dict[tuple, list[dict]] = {}
+    out = []
+    for row in rows:
+        if row.get("run_id"):
+            groups.setdefault((row.get("experiment"), row["run_id"]), []).append(row)
+        else:
+            out.append({**row, "copies": 1})
+
+    def rank(row):  # lower is better: usable, most finished, trained here rather than reused
+        return (row.get("problem") is not None and row.get("status") == "ok",  # e.g. another schema version
+                STATUS_RANK.get(row.get("status"), 4), row.get("reused_from") is not None)
+
+    for same in groups.values():
+        same = sorted(same, key=lambda r: str(r.get("timing.finished") or ""), reverse=True)  # newest first
+        best = min(same, key=rank)  # the first of the best: the newest among equals
+        others = [r["folder"] for r in same if r is not best]
+        out.append({**best, "copies": len(same), "copies_in": "; ".join(others) or None})
+    return out
 
 
 def _sweep_of(folder: str, memo: dict) -> str | None:
@@ -319,6 +367,7 @@ def flatten_record(record: Mapping, path: Path) -> dict:
         "run_id": record.get("run_id"),
         "version": record.get("version"),
         "stopped_epoch": record.get("stopped_epoch"),
+        "reused_from": (record.get("reused") or {}).get("from"),
         "epochs": len(history),
         **_short_columns(config, record.get("plan") or {}),
     }

@@ -71,6 +71,27 @@ def evaluate(net: torch.nn.Module, part, device, batch_size: int = EVAL_BATCH, b
     return loss_sum / count, correct / count
 
 
+def check_finite(run: Run, loss: torch.Tensor, epoch: int, step: int) -> None:
+    """End the run at the step where the loss or any gradient stops being finite, before the optimizer step
+    spreads it into the weights. One host sync per step, as a plain loss check costs: the largest absolute
+    value of the loss and of every gradient (a max, which unlike a sum or a 2-norm cannot overflow on finite
+    values, and which keeps a NaN) is one number; only when that is not finite is the culprit looked for."""
+    grads = [p.grad for group in run.optimizer.param_groups for p in group["params"] if p.grad is not None]
+    largest = loss.detach().float().abs()
+    if grads:
+        largest = torch.maximum(largest, torch.stack(torch._foreach_norm(grads, ord=float("inf"))).float().max())
+    if torch.isfinite(largest):
+        return
+    where = f"at epoch {epoch + 1}, step {step + 1}"
+    if not torch.isfinite(loss):
+        raise NumericalError(f"loss is {loss.item()} {where}")
+    bad = [(name, p.grad) for name, p in run.model.net.named_parameters()
+           if p.grad is not None and not torch.isfinite(p.grad).all()]
+    kinds = "/".join(sorted({"NaN" if torch.isnan(g).any() else "Inf" for _, g in bad}))
+    names = ", ".join(name for name, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    raise NumericalError(f"gradient is {kinds} {where} (loss {loss.item():.4g}) in {names}")
+
+
 def enter_phase(run: Run, index: int, first_epoch_of_phase: bool) -> None:
     phase = run.plan.phases[index]
     freezing.apply_trainable(run.params, phase.trainable, run.plan.bn)
@@ -110,9 +131,8 @@ def fit(run: Run) -> None:
             run.optimizer.zero_grad(set_to_none=True)  # also drops stale grads of groups frozen since
             with autocast(run.device, run.bf16):
                 loss = F.cross_entropy(view.net(x).float(), y)
-            if not torch.isfinite(loss):
-                raise NumericalError(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
             loss.backward()
+            check_finite(run, loss, epoch, i)
             call(run.hooks, "after_backward", run)
             run.optimizer.step()
             loss_sum += loss.detach()

@@ -9,9 +9,12 @@ Fields (schema version ``RECORD_VERSION``):
   ``test_acc_best_k`` (the paper's mean of the k best test evaluations) and ``best_k``;
 - ``history``: one entry per epoch: epoch, phase, phase_index, train_loss, val_loss, val_acc, test_acc,
   test_loss (null before the last epoch when ``test_every_epoch=false``), lr (per group, at the epoch's last step), lr_max (per group), seconds, samples_per_s;
-- ``timing``: seconds, samples_per_s, started, finished; ``environment``: versions, device, threads,
+- ``timing``: seconds, samples_per_s, started, finished, rss_mb and peak_rss_mb (this process's resident memory
+  at the end of the run and at its peak, Linux only); ``environment``: versions, device, threads,
   deterministic settings; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
-- ``warnings``: list of strings a reader should see; optional sections added by features
+- ``reused`` (only in the record of a run that had finished earlier, :mod:`harness.store`): ``from`` (the folder
+  that trained it), ``store``, ``finished``, ``at``; the numbers are the stored ones, the config this job's;
+- ``warnings``: list of strings a reader should see (a resume: after which epoch); optional sections added by features
   (``transfer``, ``trial``, ``diagnostics``).
 - ``diagnostics`` (config ``diagnostics.weights``, :mod:`harness.diagnostics`): one row per (epoch, layer group),
   ``pd.DataFrame(d["data"], columns=d["columns"])``: epoch, phase_index, phase, group, trainable, lr, change_start,

@@ -31,6 +31,7 @@ from harness.logger import build_logger_hooks
 from harness.loop import Run, enter_phase, fit
 from harness.models import build_model
 from harness.progress import ProgressHook
+from harness.store import RunStore, mark_started, reused_record
 from harness.strategy import compile_plan
 from harness.summary import phase_rows
 
@@ -88,8 +89,20 @@ def environment(device: torch.device) -> dict:
     }
 
 
+def memory_mb() -> dict:
+    """This process's resident memory now and at its peak (Linux; empty elsewhere): a soak reads these per run."""
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return {"rss_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    except (OSError, ValueError, ImportError, IndexError):
+        return {}
+
+
 def checkpoint_path(cfg: DictConfig, rid: str) -> Path:
-    return Path(cfg.checkpoint.dir) / rid / "last.pt"
+    return RunStore(cfg.checkpoint.dir, rid).checkpoint
 
 
 def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
@@ -158,15 +171,34 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     if treatment is not None:
         return transfer.run_treatment(cfg, output_dir, treatment, train)
     output_dir = Path(output_dir)
-    started = datetime.now(UTC)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     rid = record.run_id(config)
+    store = RunStore(cfg.checkpoint.dir, rid)
+    resume = bool(cfg.get("resume", True))
+    with store.lock():  # a second job with this identity waits here, then reuses the result
+        stored = store.finished() if resume else None
+        if stored is not None:
+            result = reused_record(stored, config, store, extra)
+            print(f"run {rid} finished earlier (in {result['reused']['from']}): reusing its result "
+                  f"(resume=false trains it again)", flush=True)
+            record.write_json_atomic(output_dir / record.RECORD_NAME, result)
+            return result
+        result = train_once(cfg, config, rid, store, output_dir, resume, extra)
+        store.save_finished(result, output_dir)
+    return result
 
+
+def train_once(cfg: DictConfig, config: dict, rid: str, store: RunStore, output_dir: Path, resume: bool,
+               extra: dict | None) -> dict:
+    started = datetime.now(UTC)
     run = build_run(cfg)  # everything that can be wrong with the input fails here, before any training
     device = run.device
-
-    ckpt_file = checkpoint_path(cfg, rid)
+    ckpt_file = store.checkpoint
+    warnings = []
+    if not resume:
+        store.forget()
+    mark_started(output_dir, rid, config.get("experiment_name"))
 
     def save(run: Run) -> None:
         checkpoint.save(
@@ -186,8 +218,16 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
 
     run.hooks = build_hooks(cfg, config, rid)
     run.save_checkpoint = save if cfg.checkpoint.save else None
-    if cfg.get("resume") and ckpt_file.is_file():
-        resume_from(run, checkpoint.load(ckpt_file), ckpt_file)
+    if resume and ckpt_file.is_file():
+        try:
+            state = checkpoint.load(ckpt_file)
+        except ConfigError as e:  # a damaged checkpoint is never used: the run starts over
+            warnings.append(f"ignored the checkpoint of an earlier attempt and started over: {e}")
+            print(f"warning: {warnings[-1]}", flush=True)
+        else:
+            resume_from(run, state, ckpt_file)
+            if run.epochs_done:
+                warnings.append(f"resumed from {ckpt_file} after epoch {run.epochs_done}")
 
     status, reason = "ok", None
     clock = time.perf_counter()
@@ -203,6 +243,7 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     seconds = time.perf_counter() - clock
 
     result = make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_file, device)
+    result["warnings"] += warnings
     result.update(extra or {})
     call(run.hooks, "on_run_end", run, result)
     record.write_json_atomic(output_dir / record.RECORD_NAME, result)
@@ -261,6 +302,7 @@ def make_record(cfg, config, rid, run: Run, status, reason, started, seconds, ck
             "samples_per_s": samples / sum(h["seconds"] for h in history) if history else None,
             "started": started.isoformat(timespec="seconds"),
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            **memory_mb(),
         },
         "environment": environment(device),
         "harness": {"version": harness.__version__, "git_commit": record.git_commit()},

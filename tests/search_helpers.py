@@ -2,7 +2,8 @@
 
 ``FaultyNet(mode=...)`` is a tiny MLP for the 12x12 synthetic images whose ``mode`` is searched like any
 hyper-parameter: ``ok`` trains normally, ``crash`` raises in the third training step (a bug or an
-out-of-memory error), ``diverge`` makes the loss NaN (a diverging run), ``hang`` blocks in training while the
+out-of-memory error), ``diverge`` makes the loss NaN (a diverging run), ``inf_grad`` keeps the loss finite but makes a
+gradient Inf in the third step (an overflow in backward), ``hang`` blocks in training while the
 file ``marker`` exists (a worker that is killed mid-trial).
 """
 
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from optuna.trial import TrialState
 from torch import nn
 
@@ -48,7 +50,7 @@ FAULTY_MODEL = [
 class FaultyNet(nn.Module):
     def __init__(self, mode: str = "ok", marker: str | None = None, in_features: int = 144, hidden: int = 16):
         super().__init__()
-        if mode not in ("ok", "crash", "diverge", "hang"):
+        if mode not in ("ok", "crash", "diverge", "inf_grad", "hang"):
             raise ValueError(f"mode={mode!r}")
         self.mode, self.marker, self.steps = mode, marker, 0
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU())
@@ -62,11 +64,25 @@ class FaultyNet(nn.Module):
                 raise RuntimeError("boom: a trial that crashes in its third step")
             if self.mode == "diverge":
                 out = out * float("nan")
+            if self.mode == "inf_grad" and self.steps == 3:
+                out = InfGrad.apply(out)
             if self.mode == "hang" and self.marker:
                 Path(self.marker + ".started").touch()
                 while Path(self.marker).exists():
                     time.sleep(0.1)
         return out
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward; backward returns an Inf gradient (what an overflow in a backward kernel gives)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("inf"))
 
 
 def search_command(root: Path, *overrides: str, preset: str = "finetune_lr", model=CONVNET) -> list[str]:
@@ -174,3 +190,88 @@ def two_workers(tmp_path: Path, *overrides: str, n_trials: int = 6) -> list[str]
 
 def trial_numbers_in(log: str) -> set[int]:
     return {int(line.split("]")[0].split()[1]) for line in log.splitlines() if line.startswith("[trial ")}
+
+
+# --- many workers on one study, one base cache and one outputs folder (tests/test_concurrency.py) ---------
+
+# search=transfer shrunk: the tiny convnet has 4 groups (conv1 conv2 fc1 head), so n is 1..3; three epochs,
+# pruning from the second finished trial on, checkpoints on (more files written side by side).
+TRANSFER_TINY = [
+    "epochs=3",
+    "transfer.n=range(1,4)",
+    "search.pruner.n_startup_trials=2",
+    "search.pruner.n_warmup_steps=1",
+    "checkpoint.save=true",
+]
+
+
+def start_workers(root: Path, n: int, *overrides: str, preset: str = "transfer") -> list[tuple]:
+    """``n`` processes of the same search command on one outputs folder: [(Popen, log path), ...]."""
+    logs = [root / f"worker{i}.log" for i in range(1, n + 1)]
+    return [(start_search(root / "outputs", *overrides, preset=preset, log=log), log) for log in logs]
+
+
+def wait_for_workers(workers: list[tuple], timeout: float) -> list[tuple[int, str]]:
+    """[(exit code, log text)] of every worker; the ones still running at the deadline are killed (-9)."""
+    deadline = time.time() + timeout
+    try:
+        for proc, _ in workers:
+            try:
+                proc.wait(timeout=max(1.0, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    finally:
+        for proc, _ in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return [(proc.returncode, log.read_text()) for proc, log in workers]
+
+
+def leftover_temporary_files(root: Path) -> list[Path]:
+    """What an interrupted atomic write leaves: ``.name.*.tmp`` files (harness/atomic.py) and ``.<key>.tmp-<pid>``
+    folders of bases being built (harness/bases.py)."""
+    return sorted(p for p in root.rglob(".*") if p.name.endswith(".tmp") or ".tmp-" in p.name)
+
+
+def base_entries(cache_dir: Path) -> list[Path]:
+    """The entries of a base cache (folders holding entry.json; not locks, not folders being built)."""
+    return sorted(p.parent for p in cache_dir.glob("*/entry.json") if not p.parent.name.startswith("."))
+
+
+def trial_folders(sweep_dir: Path) -> dict[int, Path]:
+    """trial_N folders of a sweep by N."""
+    return {int(p.name.split("_", 1)[1]): p for p in sweep_dir.glob("trial_*") if p.is_dir()}
+
+
+def unreadable_files(root: Path) -> list[str]:
+    """Every JSON, YAML, CSV, checkpoint and SQLite file below ``root`` that does not load, with the reason:
+    a file two processes wrote at once, or one read while it was half written, shows up here."""
+    import sqlite3
+
+    import pandas as pd
+    import yaml
+
+    problems = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text())
+            elif path.suffix == ".yaml":
+                yaml.safe_load(path.read_text())
+            elif path.suffix == ".csv":
+                pd.read_csv(path)
+            elif path.suffix == ".pt":
+                torch.load(path, weights_only=True)
+            elif path.suffix == ".db":
+                db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                try:
+                    check = db.execute("PRAGMA integrity_check").fetchone()[0]
+                finally:
+                    db.close()
+                if check != "ok":
+                    raise ValueError(check)
+        except Exception as e:
+            problems.append(f"{path}: {type(e).__name__}: {e}")
+    return problems

@@ -53,7 +53,7 @@ def build_runs(tmp_path_factory) -> Path:
                          root=root)
     assert train(cfg, root / "strategies" / "diverged")["status"] == "failed"
     old = json.loads(next((root / "grid").glob("0_*/result.json")).read_text())
-    old["version"] = 0
+    old["version"], old["run_id"] = 0, "0ld5c4e3a0000000"  # a run of an older harness (its own identity)
     write_record(root / "grid" / "old_schema", old)
     (root / "grid" / "died" / ".hydra").mkdir(parents=True)  # a job killed before it wrote its record
     (root / "grid" / "died" / ".hydra" / "config.yaml").write_text(

@@ -129,7 +129,8 @@ def test_a_group_left_out_of_the_optimizer_is_reported_stuck(make_cfg, tmp_path,
 
 
 def test_diagnostics_do_not_change_the_numbers(make_cfg, tmp_path):
-    common = ["strategy=full_unfreeze", "strategy.epochs=1", "model.batchnorm=true", "model.dropout=0.3"]
+    common = ["strategy=full_unfreeze", "strategy.epochs=1", "model.batchnorm=true", "model.dropout=0.3",
+              "resume=false"]  # the same identity twice: train both, reuse neither
     off = run(make_cfg, tmp_path, common + ["diagnostics.weights=false", "diagnostics.cka=false"], "off")
     on = run(make_cfg, tmp_path, common + ["diagnostics.weights=true", "diagnostics.cka=true"], "on")
 

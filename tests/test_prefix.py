@@ -18,8 +18,9 @@ from tests.test_freezing import setup
     ],
 )
 def test_cached_and_uncached_runs_give_the_same_numbers(make_cfg, tmp_path, overrides):
-    cached = train(make_cfg(overrides + ["prefix_cache=true"]), tmp_path / "cached")
-    plain = train(make_cfg(overrides + ["prefix_cache=false"]), tmp_path / "plain")
+    # The same identity twice: resume=false makes the second train instead of reusing the first's result.
+    cached = train(make_cfg(overrides + ["prefix_cache=true", "resume=false"]), tmp_path / "cached")
+    plain = train(make_cfg(overrides + ["prefix_cache=false", "resume=false"]), tmp_path / "plain")
     assert any(h["cached_groups"] > 0 for h in cached["history"])  # the fast path really ran
     assert all(h["cached_groups"] == 0 for h in plain["history"])
     for a, b in zip(cached["history"], plain["history"], strict=True):

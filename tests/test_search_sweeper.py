@@ -35,7 +35,7 @@ from search_helpers import (
 
 from harness.errors import ConfigError
 from harness.search import study as studies
-from harness.search.study import ATTR_KEY
+from harness.search.study import ATTR_KEY, OWNER_KEY
 from harness.train import train
 
 GOOD, BAD = "3e-2", "1e-6"  # base_lr that learns / that does not (val_acc after epoch 1: ~0.3 vs ~0.1)
@@ -182,7 +182,7 @@ def test_resume_on_a_finite_space_never_trains_a_point_twice(tmp_path):
 def test_exception_and_nan_are_fail_and_the_sweep_goes_on(tmp_path):
     proc = run_search(
         tmp_path,
-        "+model.net.mode=choice(crash,diverge,ok)",
+        "+model.net.mode=choice(crash,diverge,inf_grad,ok)",
         "search.sampler.name=grid",
         "search.pruner.name=none",
         model=FAULTY_MODEL,
@@ -192,10 +192,14 @@ def test_exception_and_nan_are_fail_and_the_sweep_goes_on(tmp_path):
     assert by_mode["crash"].state == TrialState.FAIL
     assert "RuntimeError: boom" in by_mode["crash"].user_attrs["reason"]
     assert by_mode["diverge"].state == TrialState.FAIL
-    assert "NumericalError: loss is nan" in by_mode["diverge"].user_attrs["reason"]
-    assert by_mode["ok"].state == TrialState.COMPLETE  # ran after two failures
+    assert "NumericalError: loss is nan at epoch 1, step 1" in by_mode["diverge"].user_attrs["reason"]
+    assert by_mode["inf_grad"].state == TrialState.FAIL
+    assert "NumericalError: gradient is Inf" in by_mode["inf_grad"].user_attrs["reason"]
+    assert "at epoch 1, step 3 (loss" in by_mode["inf_grad"].user_attrs["reason"]  # the loss itself was finite
+    assert by_mode["ok"].state == TrialState.COMPLETE  # ran after three failures
     assert result_of(by_mode["diverge"].user_attrs["folder"])["status"] == "failed"
-    assert "best trial: 2" in proc.stdout
+    assert result_of(by_mode["inf_grad"].user_attrs["folder"])["stopped_epoch"] == 0
+    assert "best trial: 3" in proc.stdout
     rows = table(tmp_path)
     assert rows.set_index("number").loc[0, "reason"].startswith("RuntimeError")
 
@@ -245,7 +249,12 @@ def test_a_killed_workers_running_trial_is_failed_and_retried(tmp_path):
         if worker.poll() is None:
             worker.kill()
     url = sqlite_url(tmp_path)
-    assert [t.state for t in load_study(url, "finetune_lr").trials] == [TrialState.RUNNING]
+    study = load_study(url, "finetune_lr")
+    assert [t.state for t in study.trials] == [TrialState.RUNNING]
+    # As if the worker had run on another machine: only its stopped heartbeats tell it is dead (a dead worker on
+    # this machine is found at once: tests/test_kill_rerun.py).
+    owner = {**study.trials[0].system_attrs[OWNER_KEY], "host": "another-machine"}
+    study._storage.set_trial_system_attr(study.trials[0]._trial_id, OWNER_KEY, owner)
     marker.unlink()  # the retry trains normally
     time.sleep(3)  # past the grace period (2 heartbeat intervals)
 
@@ -302,3 +311,14 @@ def test_submitit_local_launcher(tmp_path):
     )
     trials = assert_no_trial_lost_or_duplicated(sqlite_url(tmp_path), "finetune_lr", 2, 1)
     assert all(result_of(t.user_attrs["folder"])["trial"]["reported_epochs"] == 3 for t in trials)
+
+
+def test_a_worker_is_dead_only_when_its_process_on_this_machine_is_gone():
+    me = studies.owner_note()
+    assert not studies.owner_is_dead(me)
+    assert studies.owner_is_dead({**me, "start": "0"})  # the pid is recycled by a process started later
+    child = subprocess.Popen(["sleep", "0"])
+    child.wait()
+    assert studies.owner_is_dead({**me, "pid": child.pid})
+    assert not studies.owner_is_dead({**me, "pid": child.pid, "host": "another-machine"})  # heartbeats decide
+    assert not studies.owner_is_dead(None)  # a trial asked by an older sweeper: heartbeats decide

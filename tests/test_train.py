@@ -9,6 +9,7 @@ from harness import checkpoint
 from harness.hooks import Hook
 from harness.record import RECORD_NAME, RECORD_VERSION
 from harness.train import train
+from tests.conftest import compose_config
 
 
 def run(make_cfg, tmp_path, overrides=(), name="run"):
@@ -46,8 +47,9 @@ def test_learns_the_synthetic_data(make_cfg, tmp_path):
 
 
 def test_same_seed_same_numbers(make_cfg, tmp_path):
-    a, _ = run(make_cfg, tmp_path, ["seed=3"], "a")
-    b, _ = run(make_cfg, tmp_path, ["seed=3"], "b")
+    a, _ = run(make_cfg, tmp_path, ["seed=3", "resume=false"], "a")
+    b, _ = run(make_cfg, tmp_path, ["seed=3", "resume=false"], "b")  # trained again, not reused
+    assert "reused" not in b
     c, _ = run(make_cfg, tmp_path, ["seed=4"], "c")
     assert [h["train_loss"] for h in a["history"]] == [h["train_loss"] for h in b["history"]]
     assert a["metrics"] == b["metrics"]
@@ -69,21 +71,22 @@ class Interrupt(Hook):
 @pytest.mark.parametrize("strategy", ["full_unfreeze", "gradual"])
 def test_resume_ends_with_the_same_numbers(make_cfg, tmp_path, monkeypatch, strategy):
     over = [f"strategy={strategy}", "strategy.epochs=2", "model.batchnorm=true", "model.dropout=0.2"]
-    straight, _ = run(make_cfg, tmp_path / "straight", over)
+    straight, _ = run(make_cfg, tmp_path / "straight", over + ["resume=false"])
 
     import harness.train as train_module
 
     original = train_module.build_hooks
     monkeypatch.setattr(train_module, "build_hooks", lambda *a: original(*a) + [Interrupt(2)])
     with pytest.raises(KeyboardInterrupt):
-        run(make_cfg, tmp_path / "broken", over)
+        run(make_cfg, tmp_path / "broken", over + ["resume=false"])  # starts over, then dies after epoch 2
     monkeypatch.setattr(train_module, "build_hooks", original)
-    cfg = make_cfg(over + ["resume=true"])
+    cfg = make_cfg(over)  # resume=true is the default
     assert checkpoint.load(train_module.checkpoint_path(cfg, straight["run_id"]))["epochs_done"] == 2
     resumed = train(cfg, tmp_path / "resumed")
 
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
     assert resumed["metrics"] == straight["metrics"]
+    assert "reused" not in resumed and any("resumed from" in w for w in resumed["warnings"])
 
 
 def test_init_from_copies_the_first_groups(make_cfg, tmp_path):
@@ -108,3 +111,23 @@ def test_test_set_only_at_the_end_changes_no_number(make_cfg, tmp_path):
     assert end["metrics"]["test_acc"] == every["metrics"]["test_acc"]
     assert [h["val_acc"] for h in end["history"]] == [h["val_acc"] for h in every["history"]]
     assert end["metrics"]["test_acc_best_k"] == end["metrics"]["test_acc"] and end["metrics"]["best_k"] == 1
+
+
+def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_path):
+    from search_helpers import FAULTY_MODEL
+    from search_helpers import TINY as SEARCH_TINY
+
+    from harness.errors import NumericalError
+    from harness.loop import fit
+    from harness.train import build_run
+
+    cfg = compose_config([*SEARCH_TINY, *FAULTY_MODEL, "+model.net.mode=inf_grad", "strategy=full_unfreeze"], tiny=False,
+                         root=tmp_path)
+    run = build_run(cfg)
+    with pytest.raises(NumericalError, match=r"gradient is .*Inf.* at epoch 1, step 3 \(loss [0-9.]+\) in "):
+        fit(run)
+    assert all(torch.isfinite(p).all() for p in run.model.net.parameters())  # the poisoned step never ran
+
+    result = train(cfg, tmp_path / "run")
+    assert result["status"] == "failed" and result["stopped_epoch"] == 0
+    assert result["reason"].startswith("NumericalError: gradient is")

@@ -8,7 +8,9 @@ else is shared between workers, so none of them waits for another.
 from __future__ import annotations
 
 import itertools
+import os
 import random
+import socket
 import time
 import warnings
 from collections.abc import Mapping
@@ -27,6 +29,7 @@ STORAGE_NAME = "study.db"
 OPEN_ATTEMPTS = 5
 ATTR_KEY = "freezelab"  # study user attribute: what jobs need to know about the search (pruner, objectives)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+OWNER_KEY = "freezelab_owner"  # trial system attribute: the worker process that runs it (host, pid, start)
 
 
 @contextmanager
@@ -71,7 +74,10 @@ def open_storage(
         engine_kwargs["pool_pre_ping"] = True  # a server may drop idle connections during long trials
     callback = None
     if retry_stale:
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retry_stale)
+
+        def callback(study: optuna.Study, trial: FrozenTrial) -> None:
+            requeue(study, trial, retry_stale)
+
     for attempt in range(OPEN_ATTEMPTS):
         with quiet():
             try:
@@ -214,3 +220,72 @@ def fail_stale(study: optuna.Study) -> list[FrozenTrial]:
     with quiet():
         optuna.storages.fail_stale_trials(study)
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in before]
+
+
+# --- dead workers on this machine ------------------------------------------------------------------------
+# Heartbeats find a dead worker anywhere, but only after the grace period (minutes by default). A worker on
+# this machine can be checked at once: the process that asked for the trial is gone. The process's start
+# time is compared too, so a recycled pid is not mistaken for the worker.
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc, Linux), or None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def owner_note() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid())}
+
+
+def owner_is_dead(note: Mapping | None) -> bool:
+    """True only when sure: the trial's worker ran on this machine and that process no longer runs."""
+    if not note or note.get("host") != socket.gethostname() or note.get("start") is None:
+        return False
+    return _start_time(int(note["pid"])) != note["start"]
+
+
+def fail_dead_owned(study: optuna.Study, retry: int) -> list[FrozenTrial]:
+    """Mark FAIL the RUNNING trials whose worker on this machine has died, and queue each again when ``retry``
+    allows (as the heartbeat check does); return the trials this call failed. Two workers starting together
+    may both find the same trial: only the one whose FAIL lands also queues the retry."""
+    storage = study._storage
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        note = t.system_attrs.get(OWNER_KEY)
+        if not owner_is_dead(note):
+            continue
+        reason = f"its worker (pid {note['pid']} on {note['host']}) died (killed?); marked FAIL"
+        try:
+            storage.set_trial_user_attr(t._trial_id, "reason", reason + (" and retried" if retry else ""))
+            if not storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        frozen = storage.get_trial(t._trial_id)
+        requeue(study, frozen, retry)
+        failed.append(frozen)
+    return failed
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> None:
+    """Queue the point of a trial whose worker died as a new WAITING trial, at most ``max_retry`` times in all
+    (``retry_history`` lists the trials it replaces, ``failed_trial`` the first). Like Optuna's
+    RetryHeartbeatStaleTrialCallback, but the dead worker's owner note and failure reason are not copied: the
+    worker that picks the retry up must not look dead for the moment before it writes its own note."""
+    system = {k: v for k, v in trial.system_attrs.items() if k != OWNER_KEY}
+    history = [*system.get("retry_history", []), trial.number]
+    if len(history) > max_retry:
+        return
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={k: v for k, v in trial.user_attrs.items() if k != "reason"},
+            system_attrs={"failed_trial": trial.number, **system, "retry_history": history},
+        )
+    )

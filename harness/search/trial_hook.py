@@ -46,6 +46,11 @@ class TrialHook(Hook):
         # Optuna reports intermediate values for single-objective studies only.
         if len(objectives) == 1:
             self.metric = EPOCH_METRIC.get(objectives[0])
+        # A retried trial whose run resumed from a checkpoint (harness/store.py): report the epochs done before,
+        # so its pruner sees the whole curve.
+        if self.metric is not None:
+            for entry in run.history:
+                self.trial.report(entry[self.metric], step=int(entry["epoch"]))
 
     def on_epoch_end(self, run, entry: dict) -> None:
         if self.trial is None or self.metric is None:

@@ -64,7 +64,9 @@ class SearchConf:
     # {param: {value: {key: sweep}}}: parameters suggested only when ``param`` took ``value``.
     conditional: dict[str, Any] = field(default_factory=dict)
     max_failures: int | None = 5  # stop this worker after this many FAIL trials (null: never)
-    retry_stale: int = 0  # run a trial left RUNNING by a dead worker again, up to this many times
+    # run a trial left RUNNING by a dead worker again, up to this many times (its job resumes from the run's
+    # checkpoint, so a killed search loses at most an epoch)
+    retry_stale: int = 1
     heartbeat_interval: int = 60  # seconds between heartbeats of a running trial (stale detection)
     grace_period: int | None = (
         None  # seconds without heartbeat before a RUNNING trial is stale; null: 2x interval

@@ -13,8 +13,9 @@ How it differs from the stock hydra-optuna-sweeper:
   out of memory) -> FAIL with the reason; a launcher error (a worker process killed, a failed SLURM job) ->
   FAIL too. ``search.max_failures`` FAILs in this process stop it.
 - **Resume.** Same study name and storage -> the study continues to ``n_trials`` in total; a point already
-  tried is answered from the study instead of being run again; RUNNING trials whose heartbeat stopped
-  (a killed worker) are marked FAIL, and re-queued ``search.retry_stale`` times.
+  tried is answered from the study instead of being run again; RUNNING trials of a killed worker are marked
+  FAIL (at once when it ran on this machine, else when its heartbeats stop) and re-queued
+  ``search.retry_stale`` times; the retry's job resumes from the run's checkpoint (harness/store.py).
 
 Heavy imports (optuna, harness, torch through it) happen in :meth:`sweep`: Hydra imports this module on
 every start-up while scanning plugins.
@@ -190,6 +191,8 @@ class FreezelabOptunaSweeper(Sweeper):
         )
         self.study = study.open_study(self.s.study_name, self.storage, list(self.s.directions))
         self.study_id = self.storage.get_study_id_from_name(self.s.study_name)
+        # Written on each trial this worker runs: a rerun on this machine sees at once that it died.
+        self.owner = study.owner_note()
         existing = len(self.study.get_trials(deepcopy=False))
         self.study.sampler = study.make_sampler(
             self.s.sampler,
@@ -205,7 +208,7 @@ class FreezelabOptunaSweeper(Sweeper):
             pruner["name"] = "none"
         # Jobs read the pruner and the objectives from the study: a job on another machine needs only the URL.
         self.study.set_user_attr(study.ATTR_KEY, {"pruner": pruner, "objectives": self.objectives})
-        self._report_stale(study.fail_stale(self.study))
+        self._fail_dead_workers()
         return pruner
 
     def _settings(self):
@@ -290,7 +293,7 @@ class FreezelabOptunaSweeper(Sweeper):
 
         with self.lock:
             while self.stop_reason is None:
-                self._report_stale(studies.fail_stale(self.study))
+                self._fail_dead_workers()
                 trials = self.study.get_trials(deepcopy=False)
                 if studies.counted(trials) >= self.s.n_trials:
                     self.stop_reason = f"the study has its {self.s.n_trials} trials"
@@ -308,6 +311,7 @@ class FreezelabOptunaSweeper(Sweeper):
                 with studies.quiet():
                     trial = self.study.ask()
                 trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+                self.storage.set_trial_system_attr(trial_id, studies.OWNER_KEY, self.owner)
                 self.heartbeat.add(trial_id)
                 try:
                     values = self.space.suggest(trial, self.config)
@@ -448,16 +452,23 @@ class FreezelabOptunaSweeper(Sweeper):
 
     # --------------------------------------------------------------------------------------- reports
 
-    def _report_stale(self, stale) -> None:
-        for t in stale:
+    def _fail_dead_workers(self) -> None:
+        """Trials left RUNNING by a dead worker become FAIL (and are queued again, search.retry_stale): at once
+        when the worker ran on this machine, else once its heartbeats have stopped for the grace period."""
+        from harness.search import study as studies
+
+        again = f" and queued again (search.retry_stale={self.s.retry_stale})" if self.s.retry_stale else ""
+        for t in studies.fail_dead_owned(self.study, int(self.s.retry_stale)):
+            note = t.system_attrs[studies.OWNER_KEY]
+            print(
+                f"[trial {t.number}] was left RUNNING by worker pid {note['pid']} on this machine, which is "
+                f"no longer running: marked FAIL{again}",
+                flush=True,
+            )
+        for t in studies.fail_stale(self.study):
             print(
                 f"[trial {t.number}] was left RUNNING by a worker that stopped sending heartbeats: "
-                "marked FAIL"
-                + (
-                    f" and queued again (search.retry_stale={self.s.retry_stale})"
-                    if self.s.retry_stale
-                    else ""
-                ),
+                f"marked FAIL{again}",
                 flush=True,
             )
 
