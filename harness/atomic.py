@@ -11,6 +11,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.errors import ConfigError
+
 
 def atomic_write(path: str | Path, write: Callable, *, binary: bool = False) -> None:
     """Call ``write(f)`` on a temporary file next to ``path``, flush it to disk, then rename it to ``path``."""
@@ -29,3 +31,19 @@ def atomic_write(path: str | Path, write: Callable, *, binary: bool = False) -> 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(folder: str | Path, what: str) -> None:
+    """Fail now, in one line, when ``folder`` cannot be created or written (a read-only or foreign folder),
+    rather than after the first epoch when the first checkpoint is saved. ``what`` names the setting."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(
+            f"{what}: cannot write to '{folder}' ({e.strerror or type(e).__name__}); "
+            "choose a folder this user can write (e.g. paths.output_root=...)"
+        ) from None

@@ -11,7 +11,8 @@ Fields (schema version ``RECORD_VERSION``):
   test_loss (null before the last epoch when ``test_every_epoch=false``), lr (per group, at the epoch's last step), lr_max (per group), seconds, samples_per_s;
 - ``timing``: seconds, samples_per_s, started, finished, rss_mb and peak_rss_mb (this process's resident memory
   at the end of the run and at its peak, Linux only); ``environment``: versions, device, threads,
-  deterministic settings; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
+  the settings that decide reproducibility (deterministic_algorithms, cudnn_deterministic, cudnn_benchmark,
+  cublas_workspace_config, bf16, compile) and ``nondeterministic``: those of them on that can change a rerun's numbers; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
 - ``reused`` (only in the record of a run that had finished earlier, :mod:`harness.store`): ``from`` (the folder
   that trained it), ``store``, ``finished``, ``at``; the numbers are the stored ones, the config this job's;
 - ``warnings``: list of strings a reader should see (a resume: after which epoch); optional sections added by features

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import harness
 from harness import checkpoint, optim, record, transfer
+from harness.atomic import check_writable
 from harness.compose import CONF_DIR as CONF_PATH
 from harness.data import load_data
 from harness.errors import ConfigError, NumericalError
@@ -78,14 +79,40 @@ def set_threads(threads) -> int:
     return threads
 
 
-def environment(device: torch.device) -> dict:
+def set_determinism(deterministic: bool) -> None:
+    """``deterministic=true`` (Lightning's flag of that name): only deterministic kernels, on GPU too. Set for
+    every run, as the settings are process-wide and one process may run several jobs of a sweep."""
+    if not isinstance(deterministic, bool):
+        raise ConfigError(f"deterministic={deterministic!r} must be true or false")
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before its first call
+    torch.use_deterministic_algorithms(deterministic)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = False
+
+
+def environment(device: torch.device, run: Run) -> dict:
+    """Versions and machine, and the settings that decide whether a rerun gives the same numbers."""
+    settings = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "threads": torch.get_num_threads(),
+        "bf16": run.bf16,
+        "compile": run.compile,
+    }
+    # What is on that can change the numbers of a rerun with the same seed. On CPU nothing: the same seed and
+    # thread count give the same numbers (tests/test_train.py).
+    nondeterministic = []
+    if device.type == "cuda" and not settings["deterministic_algorithms"]:
+        nondeterministic.append("CUDA kernels with atomic adds (e.g. convolution backward): set deterministic=true")
     return {
         "torch": torch.__version__,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        **settings,
+        "nondeterministic": nondeterministic,
     }
 
 
@@ -135,6 +162,7 @@ def build_run(cfg: DictConfig) -> Run:
     optim.check(cfg.optim)
     device = resolve_device(cfg.device)
     set_threads(cfg.get("threads"))
+    set_determinism(cfg.get("deterministic", False))
     seed_everything(cfg.seed)
     data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
     model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
@@ -171,6 +199,8 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     if treatment is not None:
         return transfer.run_treatment(cfg, output_dir, treatment, train)
     output_dir = Path(output_dir)
+    check_writable(output_dir, "the run's output folder")
+    check_writable(cfg.checkpoint.dir, "checkpoint.dir")
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
     rid = record.run_id(config)
@@ -304,7 +334,7 @@ def make_record(cfg, config, rid, run: Run, status, reason, started, seconds, ck
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             **memory_mb(),
         },
-        "environment": environment(device),
+        "environment": environment(device, run),
         "harness": {"version": harness.__version__, "git_commit": record.git_commit()},
         "checkpoint": str(ckpt_file) if cfg.checkpoint.save and ckpt_file.exists() else None,
         "warnings": [],

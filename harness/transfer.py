@@ -116,9 +116,12 @@ def treatment_config(cfg: DictConfig, treatment: Treatment, n: int | None, base_
 
 def run_treatment(cfg: DictConfig, output_dir, treatment: Treatment, train_fn) -> dict:
     """Train (or fetch) the bases, then the treatment itself; the record gets a ``transfer`` section."""
+    from harness.atomic import check_writable
     from harness.bases import ensure_base
     from harness.data import load_data
     from harness.models import build_model
+
+    check_writable(cfg.transfer.cache_dir, "transfer.cache_dir")
 
     data = load_data(cfg.data, cfg.get("split"), half="B")
     probe = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)

@@ -130,9 +130,22 @@ def test_report_figures_have_the_right_panels(runs_root):
 def test_text_from_configs_is_escaped(tmp_path):
     name = "we|rd_*name*<b>&%$#"
     write_grid(tmp_path / "g", lambda t, n, s: 0.9, experiment=name, split_seeds=(0, 1))
+    # A failure reason is text from a run (an exception message may quote a config value): a table cell too.
+    hostile = "boom | <script>alert(1)</script> [link](javascript:x)\n# not a heading"
+    failed = fake_record(status="failed", value=None, n=9, experiment=name)
+    write_record(tmp_path / "g" / "failed", {**failed, "reason": hostile})
     out = write_report(tmp_path, tmp_path / "rep")
     md = (out / "report.md").read_text()
     assert "we\\|rd\\_\\*name\\*\\<b\\>&%$\\#" in md and "<b>" not in md
+    assert "boom \\| \\<script\\>alert(1)\\</script\\> \\[link\\](javascript:x) \\# not a heading" in md
+    assert "<script>" not in md and "\n# not a heading" not in md
+    lines = md.splitlines()
+    row = next(i for i, line in enumerate(lines) if "boom" in line)
+    start = row
+    while lines[start - 1].startswith("|"):
+        start -= 1
+    table = lines[start:row + 1]  # the left-out table: the row with the reason keeps its column count
+    assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1, table
     tex = next((out / "tables").glob("transfer_ci_*.tex")).read_text()
     assert r"we|rd\_*name*\textless{}b\textgreater{}\&\%\$\#" in tex  # in the caption
 

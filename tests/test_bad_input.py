@@ -1,6 +1,7 @@
 """The bad-input catalogue: every entry is rejected before training with one line naming the key or path.
 
-(The command line's side of it, exit code 2 and no traceback, is in tests/test_cli.py.)
+(The command line's side of it, exit code 2 and no traceback, is in tests/test_cli.py; storage entries run the
+command line here.) /sys stands for a read-only folder: even root cannot create anything there.
 """
 
 import pytest
@@ -61,6 +62,10 @@ CATALOGUE = [
     (["init.from=TRUNCATED"], "is unreadable"),
     (["init.from=OTHER_ARCH", "init.groups=2"], "has shape"),
     (["init.from=OLD_VERSION"], "has version 0"),
+    # storage (the command line's own entries, a search's database included, are in STORAGE below)
+    (["checkpoint.dir=/sys/freezelab-checkpoints"], "checkpoint.dir: cannot write to '/sys/freezelab-checkpoints'"),
+    (GRID + ["transfer.treatment=AnB", "transfer.n=1", "transfer.cache_dir=/sys/freezelab-bases"],
+     "transfer.cache_dir: cannot write to '/sys/freezelab-bases'"),
 ]
 
 
@@ -109,3 +114,45 @@ def test_bad_input_is_one_clear_line_before_training(make_cfg, tmp_path, files, 
 def test_unknown_group_options_fail_at_composition(make_cfg, overrides):
     with pytest.raises(HydraException, match="Could not find"):
         make_cfg(overrides)
+
+
+def test_an_unwritable_output_folder_is_refused_before_training(make_cfg, tmp_path):
+    with pytest.raises(ConfigError, match="the run's output folder: cannot write to '/sys/freezelab-run'"):
+        train(make_cfg(), "/sys/freezelab-run")
+    assert not list(tmp_path.rglob("last.pt"))
+
+
+NOT_A_DATABASE = "NOT_A_DATABASE"
+STORAGE = [
+    (["paths.output_root=/sys/freezelab-outputs"], "paths.output_root: cannot write to '/sys/freezelab-outputs'"),
+    (["-m", "seed=0,1", "paths.output_root=/sys/freezelab-outputs"], "paths.output_root: cannot write to"),
+    (["checkpoint.dir=/sys/freezelab-ckpt"], "checkpoint.dir: cannot write to '/sys/freezelab-ckpt'"),
+    (["-m", "search=finetune_lr", "search.storage='postgresql+psycopg://me:hunter2@127.0.0.1:1/nodb'"],
+     "search.storage='postgresql+psycopg://me:***@127.0.0.1:1/nodb' cannot be opened: connection failed"),
+    (["-m", "search=finetune_lr", "search.storage='sqlite:////sys/freezelab/study.db'"],
+     "cannot create its folder /sys/freezelab"),
+    (["-m", "search=finetune_lr", f"search.storage='sqlite:///{NOT_A_DATABASE}'"], "file is not a database"),
+    (["-m", "search=finetune_lr", "search.storage='mysql://me@127.0.0.1:1/db'"], "no database driver"),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", STORAGE, ids=[" ".join(o) for o, _ in STORAGE])
+def test_storage_that_cannot_be_written_or_reached_is_one_line_and_exit_2(tmp_path, overrides, expected):
+    import subprocess
+    import sys
+
+    from conftest import REPO, TINY
+
+    junk = tmp_path / "junk.db"
+    junk.write_text("these are not the tables you are looking for\n" * 100)
+    overrides = [o.replace(NOT_A_DATABASE, str(junk)) for o in overrides]
+    root = [] if any(o.startswith("paths.output_root") for o in overrides) else [f"paths.output_root={tmp_path}"]
+    flags = [o for o in overrides if o == "-m"]  # Hydra's flags come before the overrides
+    overrides = [o for o in overrides if o != "-m"]
+    done = subprocess.run([sys.executable, "-m", "harness.train", *flags, *TINY, *root, *overrides], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr
+    assert "hunter2" not in done.stdout + done.stderr  # a password never reaches a log
+    assert not list(tmp_path.rglob("result.json")) and not list(tmp_path.rglob("last.pt"))

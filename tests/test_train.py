@@ -57,6 +57,22 @@ def test_same_seed_same_numbers(make_cfg, tmp_path):
     assert [h["train_loss"] for h in a["history"]] != [h["train_loss"] for h in c["history"]]
 
 
+def test_the_record_says_which_nondeterministic_settings_were_on(make_cfg, tmp_path):
+    a, _ = run(make_cfg, tmp_path, [], "a")
+    env = a["environment"]
+    assert env["nondeterministic"] == [] and env["device"] == "cpu"  # CPU: same seed, same numbers
+    assert env["deterministic_algorithms"] is False and env["cudnn_benchmark"] is False and env["threads"] == 1
+    try:
+        b, _ = run(make_cfg, tmp_path, ["deterministic=true"], "b")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert b["environment"]["deterministic_algorithms"] is True and b["environment"]["cudnn_deterministic"] is True
+    assert b["run_id"] != a["run_id"] and b["metrics"] == a["metrics"]  # another setting; on CPU the same numbers
+    torch.backends.cudnn.benchmark = True  # as a user script might leave it: the next run turns it off, and says so
+    c, _ = run(make_cfg, tmp_path, ["seed=5"], "c")
+    assert c["environment"]["cudnn_benchmark"] is False
+
+
 class Interrupt(Hook):
     """Simulates a killed process: stops after ``at`` epochs, once the checkpoint is on disk."""
 

@@ -66,7 +66,13 @@ def open_storage(
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(
+                    f"search.storage='{url}': cannot create its folder {Path(path).parent} ({e.strerror}); "
+                    "choose a writable folder (paths.output_root) or another storage URL"
+                ) from None
         # Sweepers and jobs (which report every epoch) write the same file: wait for SQLite's lock
         # instead of failing with "database is locked".
         engine_kwargs["connect_args"] = {"timeout": 120}
@@ -95,11 +101,25 @@ def open_storage(
             except Exception as e:
                 if not type(e).__module__.startswith("sqlalchemy"):
                     raise
-                if attempt == OPEN_ATTEMPTS - 1:
-                    raise ConfigError(f"search.storage='{redact(url)}' cannot be opened: {e}") from None
                 # Workers started together on a new storage race to create its tables (a unique-constraint
-                # error on alembic_version, a lock): the loser finds them made when it tries again.
+                # error on alembic_version, a lock): the loser finds them made when it tries again. Anything
+                # else (a server that does not answer, a wrong password, an unwritable file) will not mend.
+                if attempt == OPEN_ATTEMPTS - 1 or not _a_race(e):
+                    raise ConfigError(
+                        f"search.storage='{redact(url)}' cannot be opened: {_first_line(e)}"
+                    ) from None
                 time.sleep(0.5 * (attempt + 1) + random.random())
+
+
+def _a_race(error: Exception) -> bool:
+    text = str(error).lower()
+    return type(error).__name__ == "IntegrityError" or "locked" in text or "already exists" in text
+
+
+def _first_line(error: Exception) -> str:
+    """The database's own complaint, without SQLAlchemy's statement dump and background link."""
+    cause = getattr(error, "orig", None) or error
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
 
 
 def open_study(
