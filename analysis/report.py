@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import sys
@@ -83,8 +84,22 @@ def write_report(path: str | Path, out: str | Path | None = None, *, metric: str
         if not searches:
             raise
         runs = None
-    _fresh_folder(out)
-    (out / "figures").mkdir(parents=True)
+    _check_out(out)
+    # Written into a hidden sibling and swapped in at the end: a reader (or a grid's callback racing a user)
+    # sees the old report or the whole new one, and a crash mid-way leaves nothing that looks finished.
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "figures").mkdir(parents=True)
+    try:
+        _write(root, tmp, runs, searches, metric, tolerance, command)
+        _swap_in(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write(root: Path, out: Path, runs: pd.DataFrame | None, searches: list, metric: str, tolerance: float,
+           command: str | None) -> None:
     doc = _Doc(root, out)
     command = command or provenance.report_command()
     doc.add(f"# Report: {escape_md(root.name)}", f"Runs below `{root}`; written {provenance.now()} by `{command}`.")
@@ -102,25 +117,30 @@ def write_report(path: str | Path, out: str | Path | None = None, *, metric: str
     _provenance(doc, runs, prov)
     (out / "provenance.json").write_text(json.dumps(prov, indent=1, default=str))
     (out / "report.md").write_text("\n".join(doc.lines))
-    return out
 
 
 class ReportError(ValueError):
     """The report cannot be written where asked."""
 
 
-def _fresh_folder(out: Path) -> None:
-    """An empty report folder: an earlier report there is replaced (no stale figure may survive next to the
-    new ones); any other non-empty folder is refused, never deleted."""
+def _check_out(out: Path) -> None:
+    """The report may go to a new folder, an empty one, or one holding an earlier report (replaced whole, so no
+    stale figure survives next to the new ones); any other folder is refused, never deleted."""
     if not out.exists():
         return
     if not out.is_dir():
         raise ReportError(f"--out {out} is a file; give a folder")
-    if any(out.iterdir()):
-        if not (out / "report.md").is_file():
-            raise ReportError(f"--out {out} is not empty and holds no earlier report (no report.md); "
-                              f"choose an empty or new folder")
-        shutil.rmtree(out)
+    if any(out.iterdir()) and not (out / "report.md").is_file():
+        raise ReportError(f"--out {out} is not empty and holds no earlier report (no report.md); "
+                          f"choose an empty or new folder")
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 # --- sections ---------------------------------------------------------------------------------------------------

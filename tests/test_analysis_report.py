@@ -197,3 +197,22 @@ def test_grid_writes_its_report_when_it_ends(tmp_path):
     md = (sweep / "report" / "report.md").read_text()
     assert "used 4 of 4 runs" in md and "python -m harness.train -m" in md
     assert (sweep / "multirun.yaml").is_file()
+
+
+def test_a_report_that_fails_midway_leaves_the_earlier_one_whole(tmp_path, monkeypatch):
+    import analysis.report as report_module
+
+    write_record(tmp_path / "runs" / "a", fake_record())
+    first = write_report(tmp_path / "runs")
+    before = sorted(p.relative_to(first) for p in first.rglob("*"))
+    text = (first / "report.md").read_text()
+
+    def broken(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_module, "_provenance", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_report(tmp_path / "runs")
+    assert sorted(p.relative_to(first) for p in first.rglob("*")) == before
+    assert (first / "report.md").read_text() == text
+    assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".report")]  # no half report
