@@ -7,7 +7,8 @@ strategy with its epochs and lr, batch size, seed, device).
 
 Concurrency and crashes: a file lock per key makes a second job wait while the first trains; the entry is
 built in a temporary folder and renamed into place, so a reader never sees half an entry. An entry whose
-files are missing or whose checksum does not match is reported, deleted and trained again, never used.
+files are missing or whose checksum does not match is reported, deleted and trained again, never used; the
+temporary folder of a job killed while building is removed by the next job that builds that key.
 """
 
 from __future__ import annotations
@@ -74,14 +75,27 @@ def read_entry(folder: Path, key: str) -> BaseEntry | None:
         print(f"base cache: entry {folder} is unreadable ({type(e).__name__}: {e}); training it again")
         return None
     if not ok:
-        print(f"base cache: entry {folder} is corrupt or incomplete (checksum, key or status); training it again")
+        print(
+            f"base cache: entry {folder} is corrupt or incomplete (checksum, key or status); training it again"
+        )
         return None
     return BaseEntry(key, folder, folder / "base.pt", result, trained_now=False)
 
 
 # Exactly the inputs that decide a base's weights. A whitelist, so that a new bookkeeping key anywhere in
 # the config (a logger, a diagnostics switch) never re-keys the cache and retrains every base.
-BASE_INPUTS = ("data", "split", "half", "model", "optim", "schedule", "strategy", "batch_size", "seed", "device")
+BASE_INPUTS = (
+    "data",
+    "split",
+    "half",
+    "model",
+    "optim",
+    "schedule",
+    "strategy",
+    "batch_size",
+    "seed",
+    "device",
+)
 
 
 def base_key(config: dict) -> str:
@@ -100,8 +114,11 @@ def ensure_base(base_cfg: DictConfig, cache_dir: str | Path, train_fn) -> BaseEn
             return entry
         if folder.exists():
             shutil.rmtree(folder)
+        # Under the lock nobody else builds this key: a temporary folder of it is a killed job's leftover.
+        for stale in cache_dir.glob(f".{key}.tmp-*"):
+            print(f"base cache: removing {stale.name}, left by a job killed while building it", flush=True)
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = cache_dir / f".{key}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         cfg = OmegaConf.create(OmegaConf.to_container(base_cfg, resolve=True))
         with open_dict(cfg):
             cfg.checkpoint = {"save": True, "dir": str(tmp / "checkpoints")}
@@ -113,6 +130,8 @@ def ensure_base(base_cfg: DictConfig, cache_dir: str | Path, train_fn) -> BaseEn
         shutil.rmtree(tmp / "checkpoints")
         result["checkpoint"] = str(folder / "base.pt")
         record.write_json_atomic(tmp / record.RECORD_NAME, result)
-        record.write_json_atomic(tmp / "entry.json", {"version": ENTRY_VERSION, "key": key, "sha256": sha256(tmp / "base.pt")})
+        record.write_json_atomic(
+            tmp / "entry.json", {"version": ENTRY_VERSION, "key": key, "sha256": sha256(tmp / "base.pt")}
+        )
         os.replace(tmp, folder)
         return BaseEntry(key, folder, folder / "base.pt", result, trained_now=True)

@@ -209,7 +209,8 @@ def test_max_failures_stops_a_sweep_that_fails_everywhere(tmp_path):
     proc = run_search(
         tmp_path,
         "+model.net.mode=crash",
-        "lr=choice(1e-3,2e-3,3e-3,4e-3,5e-3)",
+        # continuous: a repeated choice would be answered from the study as a third FAIL that ran nothing
+        "lr=interval(1e-3,5e-3)",
         "search.max_failures=2",
         "search.pruner.name=none",
         model=FAULTY_MODEL,

@@ -2,7 +2,8 @@
 installed) and ``best.yaml``, the overrides that re-run the best trial with one command.
 
 Both are rewritten from the storage after every finished trial, so they are complete whichever worker
-wrote them last and whenever the sweep stopped.
+wrote them last and whenever the sweep stopped. Workers sharing the folder read the study and write the files
+under one file lock (``.outputs.lock``): the last files written are always from the latest read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import yaml
+from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.atomic import atomic_write
@@ -22,6 +24,8 @@ from harness.search.study import redact, retried_numbers
 TABLE_NAME = "trials.csv"
 PARQUET_NAME = "trials.parquet"
 BEST_NAME = "best.yaml"
+LOCK_NAME = ".outputs.lock"  # held by the worker reading the study and rewriting the files
+LOCK_TIMEOUT_S = 120  # waited longer than this: skip this rewrite (the next one catches up)
 STALE_REASON = "its worker stopped sending heartbeats (killed?); marked FAIL as stale"
 
 
@@ -115,8 +119,20 @@ def best_document(study: optuna.Study, objectives: Sequence[str], storage_url: s
 def write_outputs(
     study: optuna.Study, objectives: Sequence[str], sweep_dir: str | Path, storage_url: str
 ) -> dict:
-    """Rewrite the trials table and best.yaml in ``sweep_dir``; return the paths written."""
+    """Rewrite the trials table and best.yaml in ``sweep_dir``; return the paths written.
+
+    Under a file lock shared by every worker writing to ``sweep_dir``: without it, a worker that read the study
+    just before another worker's last trial finished could rename its older table over the newer one, and the
+    search would end with a table showing that trial RUNNING. Raises ``filelock.Timeout`` after
+    :data:`LOCK_TIMEOUT_S` seconds of waiting (the sweeper reports it and goes on).
+    """
     sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(sweep_dir / LOCK_NAME), timeout=LOCK_TIMEOUT_S):
+        return _write_outputs(study, objectives, sweep_dir, storage_url)
+
+
+def _write_outputs(study: optuna.Study, objectives: Sequence[str], sweep_dir: Path, storage_url: str) -> dict:
     table = trials_table(study, objectives)
     paths = {"table": sweep_dir / TABLE_NAME}
     atomic_write(paths["table"], lambda f: table.to_csv(f, index=False))
@@ -139,7 +155,9 @@ def write_outputs(
             + doc["command"]
             + "\n"
         )
-        atomic_write(paths["best"], lambda f: f.write(header + yaml.safe_dump(doc, sort_keys=False, width=1000)))
+        atomic_write(
+            paths["best"], lambda f: f.write(header + yaml.safe_dump(doc, sort_keys=False, width=1000))
+        )
     return paths
 
 
@@ -147,4 +165,3 @@ def _parquet_engine() -> bool:
     import importlib.util
 
     return any(importlib.util.find_spec(m) is not None for m in ("pyarrow", "fastparquet"))
-

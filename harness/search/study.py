@@ -13,12 +13,14 @@ import random
 import socket
 import time
 import warnings
+import zlib
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
+from filelock import FileLock
 from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
@@ -309,3 +311,36 @@ def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> None:
             system_attrs={"failed_trial": trial.number, **system, "retry_history": history},
         )
     )
+
+
+# --- workers taking turns -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def ask_lock(url: str, study_name: str, storage: optuna.storages.RDBStorage):
+    """Held by one worker of a study at a time while it counts the trials and asks for the next one.
+
+    SQLite: a file lock next to the database file. PostgreSQL: an advisory lock keyed by the study name (not a
+    row lock on the study: Optuna's own trial creation takes that one). Other databases: no lock, and
+    ``n_trials`` may be overshot by up to the number of workers less one.
+    """
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if not path or path == ":memory:":
+            yield
+            return
+        with FileLock(f"{path}.ask.lock"):
+            yield
+        return
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import text
+
+    key = zlib.crc32(study_name.encode())
+    with storage.engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})

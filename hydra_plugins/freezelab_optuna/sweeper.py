@@ -165,6 +165,7 @@ class FreezelabOptunaSweeper(Sweeper):
 
     def _open(self, arguments: list[str]) -> dict:
         """Settings, search space, storage and study (created, or loaded to resume); returns the pruner."""
+        from harness.atomic import atomic_write
         from harness.search import outcome, space, study
 
         self.s = self._settings()
@@ -172,7 +173,8 @@ class FreezelabOptunaSweeper(Sweeper):
         self.objectives = list(self.s.objectives)
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir)).resolve()
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        # Every worker writes it at start: atomically, so a reader never sees two workers' writes interleaved.
+        atomic_write(self.sweep_dir / "multirun.yaml", lambda f: f.write(OmegaConf.to_yaml(self.config)))
 
         self.space, self.base_overrides = space.SearchSpace.build(
             OmegaConf.to_container(self.s.params, resolve=True), arguments, self.s.custom_search_space
@@ -293,41 +295,51 @@ class FreezelabOptunaSweeper(Sweeper):
 
         with self.lock:
             while self.stop_reason is None:
-                self._fail_dead_workers()
-                trials = self.study.get_trials(deepcopy=False)
-                if studies.counted(trials) >= self.s.n_trials:
-                    self.stop_reason = f"the study has its {self.s.n_trials} trials"
-                    break
-                size = self.space.size
-                if size is not None and len({_key(t.params) for t in studies.tried(trials)}) >= size:
-                    self.stop_reason = f"all {size} points of the space are tried"
-                    break
-                if self.grid:
-                    point = studies.untried_grid_point(self.space, trials)
-                    if point is None:
-                        self.stop_reason = "every grid point is tried or running"
-                        break
-                    self.study.enqueue_trial(point)
-                with studies.quiet():
-                    trial = self.study.ask()
-                trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
-                self.storage.set_trial_system_attr(trial_id, studies.OWNER_KEY, self.owner)
-                self.heartbeat.add(trial_id)
-                try:
-                    values = self.space.suggest(trial, self.config)
-                except Exception as e:
-                    self._tell(trial, "FAIL", reason=f"suggesting parameters failed: {type(e).__name__}: {e}")
-                    self.heartbeat.discard(trial_id)
-                    raise
-                earlier = studies.find_tried(
-                    self.study.get_trials(deepcopy=False), trial.params, exclude=trial.number
-                )
-                if earlier is not None:
-                    self._answer_duplicate(trial, trial_id, earlier)
-                    continue
-                self.duplicates_in_a_row = 0
-                return self._prepare(trial, trial_id, values)
+                # Workers of one study take turns from counting its trials to the new trial's parameters:
+                # n_trials is never overshot, and no two workers take the same grid point.
+                with studies.ask_lock(self.storage_url, self.s.study_name, self.storage):
+                    job = self._ask()
+                if job is not None:
+                    return job
         return None
+
+    def _ask(self) -> Job | None:
+        """One trial to run, or None: the study is done (``stop_reason`` says why) or the sampler proposed a
+        point already tried (answered from the study; the caller asks again)."""
+        from harness.search import study as studies
+
+        self._fail_dead_workers()
+        trials = self.study.get_trials(deepcopy=False)
+        if studies.counted(trials) >= self.s.n_trials:
+            self.stop_reason = f"the study has its {self.s.n_trials} trials"
+            return None
+        size = self.space.size
+        if size is not None and len({_key(t.params) for t in studies.tried(trials)}) >= size:
+            self.stop_reason = f"all {size} points of the space are tried"
+            return None
+        if self.grid:
+            point = studies.untried_grid_point(self.space, trials)
+            if point is None:
+                self.stop_reason = "every grid point is tried or running"
+                return None
+            self.study.enqueue_trial(point)
+        with studies.quiet():
+            trial = self.study.ask()
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+        self.storage.set_trial_system_attr(trial_id, studies.OWNER_KEY, self.owner)
+        self.heartbeat.add(trial_id)
+        try:
+            values = self.space.suggest(trial, self.config)
+        except Exception as e:
+            self._tell(trial, "FAIL", reason=f"suggesting parameters failed: {type(e).__name__}: {e}")
+            self.heartbeat.discard(trial_id)
+            raise
+        earlier = studies.find_tried(self.study.get_trials(deepcopy=False), trial.params, exclude=trial.number)
+        if earlier is not None:
+            self._answer_duplicate(trial, trial_id, earlier)
+            return None
+        self.duplicates_in_a_row = 0
+        return self._prepare(trial, trial_id, values)
 
     def _answer_duplicate(self, trial, trial_id: int, earlier) -> None:
         """The sampler proposed a point already tried (a small discrete space, or a resumed study): tell the
