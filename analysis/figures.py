@@ -10,6 +10,7 @@ panel and figure (:data:`STYLE`).
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import matplotlib as mpl
@@ -46,7 +47,17 @@ def save(fig, folder: str | Path, name: str) -> dict:
     paths = {"png": folder / f"{name}.png", "pdf": folder / f"{name}.pdf"}
     fig.savefig(paths["png"], dpi=150, bbox_inches="tight")
     fig.savefig(paths["pdf"], bbox_inches="tight")
+    close(fig)
     return paths
+
+
+def close(fig) -> None:
+    """Done with ``fig``. The figures made here are registered nowhere (no pyplot): dropping them frees them. A
+    figure a caller made with pyplot (``plt.subplots``) is also held by pyplot's registry until closed, for the
+    whole process: in a long loop of reports that registry is what grows, so the figure leaves it here."""
+    pyplot = sys.modules.get("matplotlib.pyplot")  # not imported: no figure can be in its registry
+    if pyplot is not None and getattr(fig.canvas, "manager", None) is not None:
+        pyplot.close(fig)
 
 
 def style_of(name: str, i: int = 0) -> tuple[str, str]:

@@ -39,6 +39,11 @@ class WandbHook(Hook):
             dir=directory,
             mode=self.mode,
             config=self.config,
+            # Outside notebooks wandb's default ("return_previous") hands back a run that is still active:
+            # after one job of a sweep left its run unfinished (a hook that raised before ours ended it),
+            # every later job in the same process would log into that run, and its memory would never be
+            # freed. Each job gets its own run; a leftover one is finished here.
+            reinit="finish_previous",
             settings=wandb.Settings(silent=True, init_timeout=60),
         )
 
@@ -51,10 +56,15 @@ class WandbHook(Hook):
     def on_run_end(self, run, record: dict) -> None:
         if self.wandb_run is None:
             return
-        self.wandb_run.summary.update({"status": record["status"], **{k: v for k, v in record["metrics"].items() if v is not None}})
-        record["wandb"] = {"mode": self.mode, "dir": self.wandb_run.dir, "id": self.wandb_run.id}
-        self.wandb_run.finish(exit_code=0 if record["status"] == "ok" else 1)
-        self.wandb_run = None
+        wandb_run, self.wandb_run = self.wandb_run, None
+        try:
+            metrics = {k: v for k, v in record["metrics"].items() if v is not None}
+            wandb_run.summary.update({"status": record["status"], **metrics})
+            record["wandb"] = {"mode": self.mode, "dir": wandb_run.dir, "id": wandb_run.id}
+        finally:
+            # Finished whatever happened above: an unfinished run stays active in this process (see
+            # on_run_start) and keeps its history and config in memory for the rest of a sweep.
+            wandb_run.finish(exit_code=0 if record["status"] == "ok" else 1)
 
 
 def build_logger_hooks(logger_cfg, config: dict, run_id: str) -> list[Hook]:

@@ -27,7 +27,7 @@ from harness.compose import CONF_DIR as CONF_PATH
 from harness.data import load_data
 from harness.errors import ConfigError, NumericalError
 from harness.freezing import split_group_params
-from harness.hooks import Hook, StopRun, call
+from harness.hooks import Hook, StopRun
 from harness.logger import build_logger_hooks
 from harness.loop import Run, enter_phase, fit
 from harness.models import build_model
@@ -275,7 +275,12 @@ def train_once(cfg: DictConfig, config: dict, rid: str, store: RunStore, output_
     result = make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_file, device)
     result["warnings"] += warnings
     result.update(extra or {})
-    call(run.hooks, "on_run_end", run, result)
+    for hook in run.hooks:
+        try:
+            hook.on_run_end(run, result)
+        except Exception as e:  # a hook failing at the end (a logger, a storage) must not lose the result
+            result["warnings"].append(f"{type(hook).__name__} failed at the end of the run: {type(e).__name__}: {e}")
+            traceback.print_exc()
     record.write_json_atomic(output_dir / record.RECORD_NAME, result)
     return result
 

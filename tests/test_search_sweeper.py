@@ -323,3 +323,33 @@ def test_a_worker_is_dead_only_when_its_process_on_this_machine_is_gone():
     assert studies.owner_is_dead({**me, "pid": child.pid})
     assert not studies.owner_is_dead({**me, "pid": child.pid, "host": "another-machine"})  # heartbeats decide
     assert not studies.owner_is_dead(None)  # a trial asked by an older sweeper: heartbeats decide
+
+
+def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path):
+    from types import SimpleNamespace
+
+    from harness.hooks import StopRun
+    from harness.search.trial_hook import TrialHook
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    pruner = {"name": "median", "n_startup_trials": 0, "n_warmup_steps": 0}
+    study = studies.open_study("s", studies.open_storage(url), ["maximize"], pruner=studies.make_pruner(pruner))
+    study.set_user_attr(ATTR_KEY, {"pruner": pruner, "objectives": ["val_acc"]})
+    for value in (0.9, 0.95):  # two finished trials, far better at every epoch
+        t = study.ask()
+        t.report(value, 1)
+        t.report(value, 2)
+        study.tell(t, value)
+    run = SimpleNamespace(history=[], plan=SimpleNamespace(total_epochs=2))
+    early, late = study.ask(), study.ask()
+
+    hook = TrialHook({"number": early.number, "study": "s", "storage": url})
+    hook.on_run_start(run)
+    with pytest.raises(StopRun, match="pruned by the median pruner after epoch 1"):
+        hook.on_epoch_end(run, {"epoch": 1, "val_acc": 0.1})
+
+    hook = TrialHook({"number": late.number, "study": "s", "storage": url})
+    run.history = [{"epoch": 1, "val_acc": 0.1}]  # resumed after epoch 1: reported, not judged
+    hook.on_run_start(run)
+    hook.on_epoch_end(run, {"epoch": 2, "val_acc": 0.1})  # as bad, but the run is done: not pruned
+    assert study.trials[late.number].intermediate_values == {1: 0.1, 2: 0.1}

@@ -405,8 +405,11 @@ class FreezelabOptunaSweeper(Sweeper):
         from harness.search.outcome import Outcome, read_outcome
 
         if ret is not None:
-            self.returns.append(ret)
             folder = _output_dir(ret) or job.folder
+            # Keep the return without its two full configs (~0.25 MB a trial): a 1,000-trial search in one
+            # process would otherwise hold every job's config until it ends (python -m harness.soak).
+            ret.cfg = ret.hydra_cfg = None
+            self.returns.append(ret)
         else:
             folder = job.folder
         result = read_outcome(folder, self.objectives, number=job.number, study=self.s.study_name)
