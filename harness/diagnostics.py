@@ -17,11 +17,12 @@
 
 An unchanged group reads exactly 0.0: differences are taken against exact copies, and x - x is 0.
 
-Cost: per step, five foreach calls over the parameters that train (no host sync): in ``after_backward`` the
-gradient norms, squared and summed on the device, and a copy of the weights; after ``optimizer.step()`` the
-difference to that copy, its norms, summed the same way. Frozen parameters cost nothing per step (so a
-cached frozen prefix stays cheap). Everything else is done once per epoch. Memory: three copies of the
-parameters (the run's start, the phase's start, the step buffer).
+Cost: per step, three foreach calls over the parameters that train, and no host sync: in ``after_backward``
+a copy of the weights (the gradient norms come from the loop's finite check, ``run.grad_norms``); after
+``optimizer.step()`` the difference to that copy and its norms. The per-step norms are kept as they are and
+squared and summed every :data:`FLUSH_STEPS` steps and at the epoch's end, a few calls for all of them.
+Frozen parameters cost nothing per step (so a cached frozen prefix stays cheap). Everything else is done once
+per epoch. Memory: three copies of the parameters (the run's start, the phase's start, the step buffer).
 
 Invariants, checked every epoch (warnings in ``record["warnings"]``, the run still ends ``ok``):
 - a group the plan freezes whose weights moved, compared bit for bit with the phase's start (a weight-decay
@@ -42,6 +43,7 @@ from harness.groups import group_modules, norm_layers
 from harness.hooks import Hook
 
 DIAGNOSTICS_VERSION = 1
+FLUSH_STEPS = 64  # per-step norms kept before they are squared and summed (bounds the memory they hold)
 COLUMNS = [
     "epoch",
     "phase_index",
@@ -110,31 +112,34 @@ class WeightDiagnostics(Hook):
         self.rows: list[list] = []
         self.problems: dict[tuple[str, str, int], dict] = {}
         self._take_phase_start()
-        self._select_trainable()
+        self._select_trainable(run)
 
     def on_phase_start(self, run, phase_index: int) -> None:
         if self.params is None:  # a resume enters its phase once before the run starts; on_run_start copies
             return
         self._take_phase_start()
-        self._select_trainable()
+        self._select_trainable(run)
 
     def _take_phase_start(self) -> None:
         self.phase0 = [p.detach().clone() for p in self.params]
         self.phase0_sq = self._segment_sq(self.phase0, self.segment)
         self.stats_phase0 = [[b.clone() for b in bufs] for bufs in self.stats]
 
-    def _select_trainable(self) -> None:
-        """The parameters that get gradients in this phase (requires_grad was just set by the phase)."""
-        index = [i for i, p in enumerate(self.params) if p.requires_grad]
+    def _select_trainable(self, run) -> None:
+        """The parameters that train in this phase, in the order of ``run.train_params`` (and so of the
+        gradient norms the loop leaves in ``run.grad_norms`` each step)."""
+        position = {id(p): i for i, p in enumerate(self.params)}
+        index = [position[id(p)] for p in run.train_params]
         self.train_params = [self.params[i] for i in index]
         self.train_before = [self.before[i] for i in index]
         self.train_segment = self.segment[index] if index else self.segment[:0]
-        # Per trainable tensor, sums over the epoch's steps of its squared gradient and update norms: one
-        # 0-dim float32 tensor each, updated in place by foreach ops (a fixed, small number of kernel launches
-        # per step whatever the model, and no host sync).
+        # Per trainable tensor, the epoch's sums of its squared gradient and update norms (float64 vectors),
+        # and the per-step norms (lists of 0-dim tensors) not yet added to them.
         device = self.zero.device
-        self.grad_sq = [torch.zeros((), device=device) for _ in index]
-        self.update_sq = [torch.zeros((), device=device) for _ in index]
+        self.grad_sq = torch.zeros(len(index), dtype=torch.float64, device=device)
+        self.update_sq = torch.zeros(len(index), dtype=torch.float64, device=device)
+        self.grad_norms: list[list[torch.Tensor]] = []
+        self.update_norms: list[list[torch.Tensor]] = []
         self.steps = 0
 
     # --- per step: device work only, no host sync ----------------------------------------------------
@@ -142,20 +147,26 @@ class WeightDiagnostics(Hook):
     def after_backward(self, run) -> None:
         if not self.train_params:
             return
-        grads = [p.grad if p.grad is not None else self.zero for p in self.train_params]
-        norms = torch._foreach_norm(grads)
-        torch._foreach_addcmul_(self.grad_sq, norms, norms)
+        self.grad_norms.append(run.grad_norms)  # per tensor of run.train_params, from the loop's finite check
         torch._foreach_copy_(self.train_before, self.train_params)  # the weights before optimizer.step()
         self.steps += 1
 
     def on_batch_end(self, run, step: int, steps: int, loss) -> None:
         if not self.train_params:
             return
-        torch._foreach_sub_(
-            self.train_before, self.train_params
-        )  # before - after = -update (exactly 0 if none)
-        norms = torch._foreach_norm(self.train_before)
-        torch._foreach_addcmul_(self.update_sq, norms, norms)
+        # before - after = -update (exactly 0 if none)
+        torch._foreach_sub_(self.train_before, self.train_params)
+        self.update_norms.append(torch._foreach_norm(self.train_before))
+        if len(self.update_norms) == FLUSH_STEPS:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Add the squares of the per-step norms kept so far to the epoch's per-tensor sums."""
+        for kept, sums in ((self.grad_norms, self.grad_sq), (self.update_norms, self.update_sq)):
+            if kept:
+                norms = torch.stack([n for step in kept for n in step]).view(len(kept), -1)
+                sums += norms.double().square().sum(0)
+                kept.clear()
 
     # --- per epoch -----------------------------------------------------------------------------------
 
@@ -163,18 +174,14 @@ class WeightDiagnostics(Hook):
         """Per segment, the sum of squares of ``tensors`` (aligned with ``segment``), in float64."""
         if not tensors:
             return [0.0] * self.n_segments
-        sq = torch.stack([torch.linalg.vector_norm(t, dtype=torch.float64) for t in tensors]).square()
+        sq = torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float64)).square()
         out = torch.zeros(self.n_segments, dtype=torch.float64, device=sq.device).index_add_(0, segment, sq)
         return out.tolist()
 
-    def _accumulated(self, sums: list[torch.Tensor]) -> list[float]:
+    def _accumulated(self, sums: torch.Tensor) -> list[float]:
         """Per segment, an epoch's per-tensor sums (of the trainable tensors) added up."""
-        if not sums:
-            return [0.0] * self.n_segments
-        out = torch.zeros(self.n_segments, device=sums[0].device).index_add_(
-            0, self.train_segment, torch.stack(sums)
-        )
-        return out.tolist()
+        out = torch.zeros(self.n_segments, dtype=sums.dtype, device=sums.device)
+        return out.index_add_(0, self.train_segment, sums).tolist()
 
     def on_epoch_end(self, run, entry: dict) -> None:
         phase_index = entry["phase_index"]
@@ -186,6 +193,7 @@ class WeightDiagnostics(Hook):
             torch._foreach_sub([p.detach() for p in self.params], self.phase0), self.segment
         )
         steps = max(self.steps, 1)
+        self._flush()
         grad_sq, update_sq = self._accumulated(self.grad_sq), self._accumulated(self.update_sq)
         weight_sq = self._segment_sq([p.detach() for p in self.train_params], self.train_segment)
         moved = self._moved_since_phase_start()
@@ -215,8 +223,8 @@ class WeightDiagnostics(Hook):
             self._check(
                 entry["epoch"], phase_index, g, trainable, lr, moved[g], update_sq[w], update_sq[n], in_phase
             )
-        torch._foreach_zero_(self.grad_sq)
-        torch._foreach_zero_(self.update_sq)
+        self.grad_sq.zero_()
+        self.update_sq.zero_()
         self.steps = 0
 
     def _moved_since_phase_start(self) -> list[dict[str, bool]]:

@@ -7,8 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
+import harness.diagnostics as diagnostics
 import harness.loop as loop
+import harness.train as train_module
 from harness.diagnostics import COLUMNS, WeightDiagnostics
+from harness.hooks import Hook
 from harness.optim import build_optimizer
 from harness.train import train
 
@@ -129,8 +132,13 @@ def test_a_group_left_out_of_the_optimizer_is_reported_stuck(make_cfg, tmp_path,
 
 
 def test_diagnostics_do_not_change_the_numbers(make_cfg, tmp_path):
-    common = ["strategy=full_unfreeze", "strategy.epochs=1", "model.batchnorm=true", "model.dropout=0.3",
-              "resume=false"]  # the same identity twice: train both, reuse neither
+    common = [
+        "strategy=full_unfreeze",
+        "strategy.epochs=1",
+        "model.batchnorm=true",
+        "model.dropout=0.3",
+        "resume=false",
+    ]  # the same identity twice: train both, reuse neither
     off = run(make_cfg, tmp_path, common + ["diagnostics.weights=false", "diagnostics.cka=false"], "off")
     on = run(make_cfg, tmp_path, common + ["diagnostics.weights=true", "diagnostics.cka=true"], "on")
 
@@ -142,6 +150,54 @@ def test_diagnostics_do_not_change_the_numbers(make_cfg, tmp_path):
     assert "diagnostics" in on and "cka" in on and "diagnostics" not in off and "cka" not in off
     assert numbers(on) == numbers(off) and on["metrics"] == off["metrics"]
     assert on["run_id"] == off["run_id"]  # diagnostics are not part of a run's identity
+
+
+class Reference(Hook):
+    """The per-step gradient and update norms of every group, computed the plain way, a tensor at a time."""
+
+    def on_run_start(self, run):
+        self.grad, self.update, self.weight = {}, {}, {}
+
+    def after_backward(self, run):
+        self.before = {p: p.detach().clone() for gp in run.params for p in gp.all}
+        for gp in run.params:
+            sq = sum(
+                float(p.grad.double().norm() ** 2) for p in gp.all if p.grad is not None and p.requires_grad
+            )
+            self.grad.setdefault((run.epochs_done + 1, gp.name), []).append(sq)
+
+    def on_batch_end(self, run, step, steps, loss):
+        for gp in run.params:
+            sq = sum(
+                float((p.detach() - self.before[p]).double().norm() ** 2) for p in gp.all if p.requires_grad
+            )
+            self.update.setdefault((run.epochs_done + 1, gp.name), []).append(sq)
+
+    def on_epoch_end(self, run, entry):
+        for gp in run.params:
+            sq = sum(float(p.detach().double().norm() ** 2) for p in gp.all if p.requires_grad)
+            self.weight[entry["epoch"], gp.name] = sq
+
+
+@pytest.mark.parametrize("flush_steps", [3, 10_000])  # mid-epoch flushes, and only at the epoch's end
+def test_gradient_norms_and_update_ratios_match_a_plain_computation(
+    make_cfg, tmp_path, monkeypatch, flush_steps
+):
+    monkeypatch.setattr(diagnostics, "FLUSH_STEPS", flush_steps)
+    reference = Reference()
+    real_build_hooks = train_module.build_hooks
+    monkeypatch.setattr(train_module, "build_hooks", lambda *a: real_build_hooks(*a) + [reference])
+    result = run(make_cfg, tmp_path, ["strategy=full_unfreeze", "strategy.epochs=2", "model.batchnorm=true"])
+    frame = table(result)
+    weights = {gp["name"]: gp["params"] for gp in result["groups"]}
+    assert len(frame) == 3 * len(weights) and len(reference.grad[1, "head"]) > 3
+    for row in frame.itertuples():
+        grads, updates = reference.grad[row.epoch, row.group], reference.update[row.epoch, row.group]
+        assert row.grad_norm == pytest.approx((sum(grads) / len(grads)) ** 0.5, rel=1e-5)
+        update = sum(updates) / len(updates)
+        expected = (update / reference.weight[row.epoch, row.group]) ** 0.5 if update else 0.0
+        assert row.update_ratio == pytest.approx(expected, rel=1e-5)
+    assert (frame["update_ratio"] > 0).all()  # bn=train: the BN params of the frozen groups move too
 
 
 def test_hook_handles_a_resume_entering_its_phase_before_the_run_starts():

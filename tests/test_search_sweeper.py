@@ -158,6 +158,7 @@ def test_resume_on_a_finite_space_never_trains_a_point_twice(tmp_path):
         "strategy.base_lr=choice(1e-2,3e-2)",
         "strategy.epochs=1,2",
         "search.sampler.n_startup_trials=1",
+        "search.sampler.seed=0",  # unseeded, TPE could spend all 10 trials re-proposing tried points
         "search.pruner.name=none",
     ]
     run_search(tmp_path, *space, "search.n_trials=2")

@@ -61,14 +61,21 @@ def test_the_record_says_which_nondeterministic_settings_were_on(make_cfg, tmp_p
     a, _ = run(make_cfg, tmp_path, [], "a")
     env = a["environment"]
     assert env["nondeterministic"] == [] and env["device"] == "cpu"  # CPU: same seed, same numbers
-    assert env["deterministic_algorithms"] is False and env["cudnn_benchmark"] is False and env["threads"] == 1
+    assert (
+        env["deterministic_algorithms"] is False and env["cudnn_benchmark"] is False and env["threads"] == 1
+    )
     try:
         b, _ = run(make_cfg, tmp_path, ["deterministic=true"], "b")
     finally:
         torch.use_deterministic_algorithms(False)
-    assert b["environment"]["deterministic_algorithms"] is True and b["environment"]["cudnn_deterministic"] is True
-    assert b["run_id"] != a["run_id"] and b["metrics"] == a["metrics"]  # another setting; on CPU the same numbers
-    torch.backends.cudnn.benchmark = True  # as a user script might leave it: the next run turns it off, and says so
+    assert (
+        b["environment"]["deterministic_algorithms"] is True
+        and b["environment"]["cudnn_deterministic"] is True
+    )
+    # another setting; on CPU the same numbers
+    assert b["run_id"] != a["run_id"] and b["metrics"] == a["metrics"]
+    # as a user script might leave it: the next run turns it off, and says so
+    torch.backends.cudnn.benchmark = True
     c, _ = run(make_cfg, tmp_path, ["seed=5"], "c")
     assert c["environment"]["cudnn_benchmark"] is False
 
@@ -108,15 +115,25 @@ def test_resume_ends_with_the_same_numbers(make_cfg, tmp_path, monkeypatch, stra
 def test_init_from_copies_the_first_groups(make_cfg, tmp_path):
     first, _ = run(make_cfg, tmp_path, ["split=random_half", "half=A"], "base")
     base = checkpoint.load(first["checkpoint"])["model"]
-    cfg = make_cfg(["split=random_half", "half=B", f"init.from={first['checkpoint']}", "init.groups=2", "epochs=1",
-                    "strategy=head_only"])
+    cfg = make_cfg(
+        [
+            "split=random_half",
+            "half=B",
+            f"init.from={first['checkpoint']}",
+            "init.groups=2",
+            "epochs=1",
+            "strategy=head_only",
+        ]
+    )
     second = train(cfg, tmp_path / "transfer")
     after = checkpoint.load(second["checkpoint"])["model"]
     # head_only: the two copied conv groups are frozen, so they still equal the base bit for bit
     for key in ("conv1.0.weight", "conv2.0.weight"):
         assert torch.equal(after[key], base[key]), key
-    assert not torch.equal(after["head.0.weight"] if "head.0.weight" in after else after["head.weight"],
-                           base["head.0.weight"] if "head.0.weight" in base else base["head.weight"])
+    assert not torch.equal(
+        after["head.0.weight"] if "head.0.weight" in after else after["head.weight"],
+        base["head.0.weight"] if "head.0.weight" in base else base["head.weight"],
+    )
 
 
 def test_test_set_only_at_the_end_changes_no_number(make_cfg, tmp_path):
@@ -137,8 +154,11 @@ def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_p
     from harness.loop import fit
     from harness.train import build_run
 
-    cfg = compose_config([*SEARCH_TINY, *FAULTY_MODEL, "+model.net.mode=inf_grad", "strategy=full_unfreeze"], tiny=False,
-                         root=tmp_path)
+    cfg = compose_config(
+        [*SEARCH_TINY, *FAULTY_MODEL, "+model.net.mode=inf_grad", "strategy=full_unfreeze"],
+        tiny=False,
+        root=tmp_path,
+    )
     run = build_run(cfg)
     with pytest.raises(NumericalError, match=r"gradient is .*Inf.* at epoch 1, step 3 \(loss [0-9.]+\) in "):
         fit(run)
@@ -147,3 +167,47 @@ def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_p
     result = train(cfg, tmp_path / "run")
     assert result["status"] == "failed" and result["stopped_epoch"] == 0
     assert result["reason"].startswith("NumericalError: gradient is")
+
+
+def test_the_finite_check_keeps_the_gradient_norms_and_stops_only_on_nan_or_inf(make_cfg):
+    from harness.errors import NumericalError
+    from harness.loop import check_finite, enter_phase
+    from harness.train import build_run
+
+    run = build_run(make_cfg(["strategy=head_only"]))
+    enter_phase(run, 0, first_epoch_of_phase=True)
+    assert run.train_params == run.params[-1].all  # the head's weight and bias
+    for p in run.train_params:
+        p.grad = torch.randn_like(p)
+    check_finite(run, torch.tensor(2.0), 0, 0)
+    assert [n.item() for n in run.grad_norms] == pytest.approx(
+        [p.grad.norm().item() for p in run.train_params]
+    )
+
+    for p in run.train_params:  # finite, but the sum of the float32 norms overflows: the exact check runs
+        p.grad = torch.full_like(p, 3e38)
+    check_finite(run, torch.tensor(2.0), 0, 0)
+    assert not torch.isfinite(torch.stack(run.grad_norms).sum())
+
+    run.train_params[0].grad[0, 0] = float("nan")
+    with pytest.raises(
+        NumericalError, match=r"^gradient is NaN at epoch 2, step 5 \(loss 2\) in head.weight$"
+    ):
+        check_finite(run, torch.tensor(2.0), 1, 4)
+    with pytest.raises(NumericalError, match=r"^loss is inf at epoch 1, step 1$"):
+        check_finite(run, torch.tensor(float("inf")), 0, 0)
+
+
+@pytest.mark.parametrize("optim", ["adamw", "sgd"])
+def test_the_fused_optimizer_gives_the_numbers_of_the_plain_one(make_cfg, tmp_path, optim):
+    from harness.errors import ConfigError
+    from harness.train import build_run
+
+    fused, _ = run(make_cfg, tmp_path, [f"optim={optim}"], "fused")
+    plain, _ = run(make_cfg, tmp_path, [f"optim={optim}", "optim.fused=false"], "plain")
+    assert plain["run_id"] != fused["run_id"]  # the implementation is part of a run's identity
+    for a, b in zip(fused["history"], plain["history"], strict=True):  # the same up to float rounding
+        for key in ("train_loss", "val_loss", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4), key
+    with pytest.raises(ConfigError, match="optim.fused='yes' must be true or false"):
+        build_run(make_cfg([f"optim={optim}", "optim.fused=yes"]))
