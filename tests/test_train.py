@@ -211,3 +211,20 @@ def test_the_fused_optimizer_gives_the_numbers_of_the_plain_one(make_cfg, tmp_pa
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
     with pytest.raises(ConfigError, match="optim.fused='yes' must be true or false"):
         build_run(make_cfg([f"optim={optim}", "optim.fused=yes"]))
+
+
+class FailsAtTheEnd(Hook):
+    def on_run_end(self, run, record):
+        raise ConnectionError("the logging server went away")
+
+
+def test_a_hook_failing_at_the_end_never_loses_the_result(make_cfg, tmp_path, monkeypatch):
+    import harness.train as train_module
+
+    original = train_module.build_hooks
+    monkeypatch.setattr(train_module, "build_hooks", lambda *a: [FailsAtTheEnd(), *original(*a)])
+    result = train(make_cfg(), tmp_path / "run")
+    assert result["status"] == "ok"
+    assert any("FailsAtTheEnd failed at the end of the run: ConnectionError" in w for w in result["warnings"])
+    on_disk = json.loads((tmp_path / "run" / RECORD_NAME).read_text())
+    assert on_disk["metrics"] == result["metrics"] and "diagnostics" in on_disk  # later hooks still ran
