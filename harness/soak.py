@@ -41,16 +41,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "soak"
 
-# The tiny search: synthetic data, a two-conv net, one thread, plain progress lines (as tests/search_helpers).
-TINY = [
-    "data=synthetic",
-    "data.noise=0.5",
-    "batch_size=32",
-    "threads=1",
-    "progress=false",
-    "model.channels=[8,8]",
-    "model.hidden=[16]",
-]
+# The tiny search: synthetic data, a two-conv net, one thread, plain progress lines (the search tests use the
+# same, tests/search_helpers.py).
+TINY_DATA = ["data=synthetic", "data.noise=0.5", "batch_size=32", "threads=1", "progress=false"]
+TINY_MODEL = ["model.channels=[8,8]", "model.hidden=[16]"]
+TINY = TINY_DATA + TINY_MODEL
 # Everything a run can switch on that keeps state across the run: diagnostics (weights by default, CKA here),
 # checkpoints (default), a logger.
 SOAKED = ["diagnostics.cka=true"]

@@ -20,19 +20,14 @@ import torch
 from optuna.trial import TrialState
 from torch import nn
 
+from harness.soak import TINY_DATA, TINY_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 
 # A tiny convnet on easy synthetic data: ~0.3 s per trial; lr 3e-2 learns (val_acc ~0.3 after one epoch),
 # 1e-6 does not (~0.1), so a median pruner has something to prune.
-TINY = [
-    "data=synthetic",
-    "data.noise=0.5",
-    "batch_size=32",
-    "threads=1",
-    "progress=false",
-    "checkpoint.save=false",
-]
-CONVNET = ["model.channels=[8,8]", "model.hidden=[16]"]
+TINY = [*TINY_DATA, "checkpoint.save=false"]
+CONVNET = TINY_MODEL
 # full_unfreeze with every searched key of the finetune_lr preset fixed but base_lr (given per test).
 FINETUNE_FIXED = ["strategy.freeze_epochs=1", "strategy.epochs=2", "strategy.lr_mult=10"]
 # Replaces CONVNET: give as `model=FAULTY_MODEL`.
