@@ -62,8 +62,8 @@ def find_records(path: str | Path) -> tuple[list[str], list[str]]:
         names = {e.name for e in entries}
         if RECORD_NAME in names:
             records.append(os.path.join(folder, RECORD_NAME))
-        elif ".hydra" in names or STARTED_NAME in names:  # a job that never wrote its record (config error,
-            orphans.append(folder)                          # killed, still running)
+        elif ".hydra" in names or STARTED_NAME in names:
+            orphans.append(folder)  # a job that never wrote its record: a config error, killed, still running
         for e in entries:
             if not e.name.startswith(".") and e.name not in SKIP_DIRS and e.is_dir(follow_symlinks=False):
                 stack.append(e.path)
@@ -195,13 +195,8 @@ def _load_entries(path: Path, *, cache: bool) -> list[dict]:
 
 
 def _read_index(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / INDEX_NAME).read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
-        return {}
-    return data.get("entries") or {}
+    data = _read_json(folder / INDEX_NAME)
+    return (data.get("entries") or {}) if data.get("version") == INDEX_VERSION else {}
 
 
 def _write_index(folder: Path, entries: Mapping) -> None:

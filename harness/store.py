@@ -16,7 +16,6 @@ trains from the start and replaces both. A store record that does not parse or d
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 from contextlib import contextmanager
@@ -104,12 +103,3 @@ def mark_started(output_dir: Path, rid: str, experiment: str | None) -> None:
         "pid": os.getpid(),
     }
     record.write_json_atomic(output_dir / STARTED_NAME, note)
-
-
-def read_started(folder: str | Path) -> dict:
-    try:
-        with open(Path(folder) / STARTED_NAME) as f:
-            note = json.load(f)
-        return note if isinstance(note, dict) else {}
-    except (OSError, ValueError):
-        return {}
