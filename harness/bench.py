@@ -40,6 +40,7 @@ from harness.compose import compose_config
 from harness.data import inference_batch_size
 from harness.hooks import Hook
 from harness.loop import fit
+from harness.record import write_json_atomic
 from harness.train import build_run, train
 
 MNIST = ["data=mnist5k", "model=convnet", "progress=false", "checkpoint.save=false"]
@@ -54,6 +55,21 @@ def median(values):
 
 def _cfg(overrides, root=None):
     return compose_config(MNIST + list(overrides), root=root)
+
+
+def alternating(repeats: int, sides: dict, setup=lambda r: None) -> dict[str, list]:
+    """Each side once per round, ``repeats + 1`` rounds: round 0 warms up and is not kept, and the sides
+    alternate which goes first (a slow spell of the machine falls on both). ``sides``: name -> function of
+    ``setup(round)``, the round's shared inputs; returns name -> the kept results, in round order."""
+    kept: dict[str, list] = {name: [] for name in sides}
+    names = list(sides)
+    for r in range(repeats + 1):
+        shared = setup(r)
+        for name in names if r % 2 else names[::-1]:
+            result = sides[name](shared)
+            if r:
+                kept[name].append(result)
+    return kept
 
 
 # --- 1. harness vs a hand-written loop -------------------------------------------------------------------
@@ -104,13 +120,8 @@ def bench_loop(repeats: int) -> dict:
         )
         return hand_epoch(plain.model.net, plain.data.train.x, plain.data.train.y, optimizer, 64, seed=seed)
 
-    harness_s, plain_s = [], []
-    for r in range(repeats + 1):
-        sides = [(harness_epoch, harness_s), (plain_epoch, plain_s)]
-        for side, seconds in sides if r % 2 else sides[::-1]:
-            took = side(r)
-            if r:
-                seconds.append(took)
+    kept = alternating(repeats, {"harness": harness_epoch, "plain": plain_epoch}, setup=lambda r: r)
+    harness_s, plain_s = kept["harness"], kept["plain"]
     ratio = median([p / h for p, h in zip(plain_s, harness_s, strict=True)])
     return {
         "name": "loop",
@@ -229,14 +240,16 @@ def bench_fastai(repeats: int, epochs: int = 3) -> dict:
             "ok": None,
         }
 
-    def harness_side(cfg, start_weights):
+    def harness_side(round_inputs):
+        cfg, start_weights = round_inputs
         run = build_run(cfg)
         run.model.net.load_state_dict(start_weights)
         started = clock()
         fit(run)
         return clock() - started, run.history[-1]["test_acc"]
 
-    def fastai_side(cfg, start_weights):
+    def fastai_side(round_inputs):
+        cfg, start_weights = round_inputs
         other = build_run(cfg)
         other.model.net.load_state_dict(start_weights)  # the same starting weights
         data, eval_batch = other.data, inference_batch_size(other.device)
@@ -266,24 +279,16 @@ def bench_fastai(repeats: int, epochs: int = 3) -> dict:
             _, acc = learn.validate(dl=test)
             return clock() - started, float(acc)
 
-    ours_s, theirs_s, ours_acc, theirs_acc = [], [], [], []
-    for r in range(repeats + 1):  # round 0 warms up
-        cfg = _cfg(
-            [
-                "strategy=full_unfreeze",
-                f"strategy.epochs={epochs}",
-                "strategy.bn=train",
-                f"seed={r}",
-                "test_every_epoch=false",
-            ]
-        )
-        start_weights = copy.deepcopy(build_run(cfg).model.net.state_dict())
-        sides = [(harness_side, ours_s, ours_acc), (fastai_side, theirs_s, theirs_acc)]
-        for side, seconds, accs in sides if r % 2 else sides[::-1]:
-            took, acc = side(cfg, start_weights)
-            if r:
-                seconds.append(took)
-                accs.append(acc)
+    def round_inputs(r: int):
+        """The round's config (seed r) and the starting weights both sides load."""
+        options = ["strategy=full_unfreeze", f"strategy.epochs={epochs}", "strategy.bn=train", f"seed={r}",
+                   "test_every_epoch=false"]
+        cfg = _cfg(options)
+        return cfg, copy.deepcopy(build_run(cfg).model.net.state_dict())
+
+    kept = alternating(repeats, {"harness": harness_side, "fastai": fastai_side}, setup=round_inputs)
+    ours_s, ours_acc = (list(v) for v in zip(*kept["harness"], strict=True))
+    theirs_s, theirs_acc = (list(v) for v in zip(*kept["fastai"], strict=True))
     ratios = [a / b for a, b in zip(ours_s, theirs_s, strict=True)]
     ratio = median(ratios)
     gap = 100 * (median(ours_acc) - median(theirs_acc))
@@ -400,14 +405,12 @@ def bench_diagnostics(repeats: int) -> dict:
     from harness.diagnostics import WeightDiagnostics
 
     full = ["strategy=full_unfreeze", "strategy.epochs=2"]
-    on, off, tiny_on, tiny_off = [], [], [], []
-    for r in range(repeats + 1):
-        pairs = [(on, tiny_on, [WeightDiagnostics]), (off, tiny_off, [])]
-        for whole, tiny, hooks in pairs if r % 2 else pairs[::-1]:
-            seconds, tiny_seconds = fit_seconds(full, hooks), cached_epoch_seconds(hooks)
-            if r:
-                whole.append(seconds)
-                tiny.append(tiny_seconds)
+    def measure(hooks):
+        return lambda _: (fit_seconds(full, hooks), cached_epoch_seconds(hooks))
+
+    kept = alternating(repeats, {"on": measure([WeightDiagnostics]), "off": measure([])})
+    on, tiny_on = (list(v) for v in zip(*kept["on"], strict=True))
+    off, tiny_off = (list(v) for v in zip(*kept["off"], strict=True))
     overheads = [a / b - 1 for a, b in zip(on, off, strict=True)]
     tiny_overheads = [a / b - 1 for a, b in zip(tiny_on, tiny_off, strict=True)]
     overhead = median(overheads)
@@ -480,7 +483,6 @@ def main(argv=None) -> None:
         print(f"    {json.dumps(results[-1])}", flush=True)
     print(table(results))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": platform.node(),
@@ -491,7 +493,7 @@ def main(argv=None) -> None:
         "repeats": args.repeats,
         "clock": args.clock,
     }
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    write_json_atomic(out, {"meta": meta, "results": results})
     print(f"written: {out}")
 
 

@@ -128,10 +128,6 @@ def memory_mb() -> dict:
         return {}
 
 
-def checkpoint_path(cfg: DictConfig, rid: str) -> Path:
-    return RunStore(cfg.checkpoint.dir, rid).checkpoint
-
-
 def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
     hooks: list[Hook] = [ProgressHook(epoch_lines=bool(cfg.get("progress", True)))]
     hooks += build_logger_hooks(cfg.get("logger"), config, rid)

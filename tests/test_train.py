@@ -8,6 +8,7 @@ import torch
 from harness import checkpoint
 from harness.hooks import Hook
 from harness.record import RECORD_NAME, RECORD_VERSION
+from harness.store import RunStore
 from harness.train import train
 from tests.conftest import compose_config
 
@@ -104,7 +105,7 @@ def test_resume_ends_with_the_same_numbers(make_cfg, tmp_path, monkeypatch, stra
         run(make_cfg, tmp_path / "broken", over + ["resume=false"])  # starts over, then dies after epoch 2
     monkeypatch.setattr(train_module, "build_hooks", original)
     cfg = make_cfg(over)  # resume=true is the default
-    assert checkpoint.load(train_module.checkpoint_path(cfg, straight["run_id"]))["epochs_done"] == 2
+    assert checkpoint.load(RunStore(cfg.checkpoint.dir, straight["run_id"]).checkpoint)["epochs_done"] == 2
     resumed = train(cfg, tmp_path / "resumed")
 
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
