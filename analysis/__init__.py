@@ -15,9 +15,25 @@ from analysis.strategies import strategy_runs, strategy_table
 from analysis.transferability import baseb_line, ci_table, findings, side_by_side, transfer_data
 
 __all__ = [
-    "NoRunsError", "load_runs", "load_history", "lr_long", "transfer_data", "ci_table", "baseb_line", "findings",
-    "side_by_side", "strategy_runs", "strategy_table", "load_trials", "state_counts", "pruned_share", "best_trials",
-    "importances", "t_interval", "welch_interval", "write_report",
+    "NoRunsError",
+    "load_runs",
+    "load_history",
+    "lr_long",
+    "transfer_data",
+    "ci_table",
+    "baseb_line",
+    "findings",
+    "side_by_side",
+    "strategy_runs",
+    "strategy_table",
+    "load_trials",
+    "state_counts",
+    "pruned_share",
+    "best_trials",
+    "importances",
+    "t_interval",
+    "welch_interval",
+    "write_report",
 ]
 
 

@@ -35,11 +35,17 @@ class WriteReport(Callback):
 
             started = time.perf_counter()
             out = write_report(sweep_dir, self.out, metric=self.metric, command=_command(config))
-            print(f"analysis: report written to {out / 'report.md'} ({time.perf_counter() - started:.1f} s)",
-                  flush=True)
+            print(
+                f"analysis: report written to {out / 'report.md'} ({time.perf_counter() - started:.1f} s)",
+                flush=True,
+            )
         except Exception as e:  # the grid's results are safe on disk; the report only failed to be written
-            print(f"analysis: the grid finished, but its report could not be written ({type(e).__name__}: {e}); "
-                  f"{retry}", file=sys.stderr, flush=True)
+            print(
+                f"analysis: the grid finished, but its report could not be written ({type(e).__name__}: {e}); "
+                f"{retry}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _command(config: DictConfig) -> str:
@@ -48,4 +54,8 @@ def _command(config: DictConfig) -> str:
         task = list(config.hydra.overrides.task)
     except Exception:  # an unusual config: the report's provenance falls back to the sweep's multirun.yaml
         task = []
-    return "python -m harness.train -m " + " ".join(task) + "  (report written by analysis.callbacks.WriteReport)"
+    return (
+        "python -m harness.train -m "
+        + " ".join(task)
+        + "  (report written by analysis.callbacks.WriteReport)"
+    )

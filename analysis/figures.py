@@ -34,10 +34,29 @@ STYLE = {
     "warm": ("#2ca02c", "P"),
     "scratch": ("#9467bd", "v"),
 }
-CYCLE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+CYCLE = [
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 MARKERS = ["o", "s", "D", "^", "v", "P", "X", "*", "<", ">"]
-RC = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10, "xtick.labelsize": 10,
-      "ytick.labelsize": 10, "axes.grid": True, "grid.alpha": 0.3}
+RC = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
+    "xtick.labelsize": 10,
+    "ytick.labelsize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+}
 
 
 def save(fig, folder: str | Path, name: str) -> dict:
@@ -67,7 +86,9 @@ def style_of(name: str, i: int = 0) -> tuple[str, str]:
 # --- transferability ---------------------------------------------------------------------------------------------
 
 
-def transferability_figure(td, group: str, *, panels=("measured", "paper"), reference: pd.DataFrame | None = None):
+def transferability_figure(
+    td, group: str, *, panels=("measured", "paper"), reference: pd.DataFrame | None = None
+):
     """The paper's layout: accuracy against n, one marker per treatment, the baseB line, 95% CI bands, single
     replicates as small points. Panels: ``measured`` (%), ``relative`` (points vs baseB, paired per replicate),
     ``paper`` (its own n = 1..7, %), ``paper_relative``."""
@@ -86,8 +107,14 @@ def transferability_figure(td, group: str, *, panels=("measured", "paper"), refe
         axes = fig.subplots(1, len(panels), squeeze=False)
         for letter, ax, kind in zip("abcd", axes[0], panels, strict=False):
             if kind in ("measured", "relative"):
-                _measured_panel(ax, table, values, layers, relative=kind == "relative", treatments=N_TREATMENTS)
-                what = "difference to baseB (points)" if kind == "relative" else f"{_metric_label(td.metric)} (%)"
+                _measured_panel(
+                    ax, table, values, layers, relative=kind == "relative", treatments=N_TREATMENTS
+                )
+                what = (
+                    "difference to baseB (points)"
+                    if kind == "relative"
+                    else f"{_metric_label(td.metric)} (%)"
+                )
                 ax.set_ylabel(what)
                 ax.set_xlabel(f"n: layers copied from the base (this net: L = {layers})")
                 rep = f"95% CI over {replicates} replicates" if replicates > 1 else "1 replicate, no CI"
@@ -95,18 +122,35 @@ def transferability_figure(td, group: str, *, panels=("measured", "paper"), refe
                 ax.set_title(f"({letter}) this harness: {what}, {rep}", loc="left")
             else:
                 _paper_panel(ax, ref, relative=kind == "paper_relative", treatments=N_TREATMENTS)
-                ax.set_ylabel("difference to baseB (points)" if kind == "paper_relative" else "top-1 accuracy (%)")
+                ax.set_ylabel(
+                    "difference to baseB (points)" if kind == "paper_relative" else "top-1 accuracy (%)"
+                )
                 ax.set_xlabel(f"n: layers copied (paper's net: L = {paper_ref.LAYERS})")
                 ax.set_title(f"({letter}) paper: ImageNet half B (no CIs in its table)", loc="left")
-        handles = [Line2D([], [], color=STYLE[t][0], marker=STYLE[t][1], markersize=7, label=t)
-                   for t in N_TREATMENTS if t in set(table["treatment"]) or any(k.startswith("paper") for k in panels)]
-        handles.append(Line2D([], [], color="black", linestyle="--", label="baseB (trained on B from scratch)"))
+        handles = [
+            Line2D([], [], color=STYLE[t][0], marker=STYLE[t][1], markersize=7, label=t)
+            for t in N_TREATMENTS
+            if t in set(table["treatment"]) or any(k.startswith("paper") for k in panels)
+        ]
+        handles.append(
+            Line2D([], [], color="black", linestyle="--", label="baseB (trained on B from scratch)")
+        )
         if replicates > 1:
             if "measured" in panels:
                 handles.append(Line2D([], [], color="black", linestyle=":", label="baseB 95% CI"))
-            handles += [Patch(facecolor="grey", alpha=0.25, label="treatment 95% CI (t, over replicates)"),
-                        Line2D([], [], color="grey", marker="o", linestyle="", markersize=4, alpha=0.6,
-                               label="one replicate")]
+            handles += [
+                Patch(facecolor="grey", alpha=0.25, label="treatment 95% CI (t, over replicates)"),
+                Line2D(
+                    [],
+                    [],
+                    color="grey",
+                    marker="o",
+                    linestyle="",
+                    markersize=4,
+                    alpha=0.6,
+                    label="one replicate",
+                ),
+            ]
         ncol = min(len(handles), 3 if len(panels) == 1 else 5)  # two rows at most, within the figure's width
         fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.01))
         fig.suptitle(f"{group}\nmetric: {_metric_label(td.metric)}", fontsize=12)
@@ -115,8 +159,10 @@ def transferability_figure(td, group: str, *, panels=("measured", "paper"), refe
 
 
 def _metric_label(metric: str) -> str:
-    return {"test_acc_best_k": "top-1 test accuracy, mean of best k", "test_acc": "top-1 test accuracy, last epoch"}.get(
-        metric, metric)
+    return {
+        "test_acc_best_k": "top-1 test accuracy, mean of best k",
+        "test_acc": "top-1 test accuracy, last epoch",
+    }.get(metric, metric)
 
 
 def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) -> None:
@@ -144,17 +190,29 @@ def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) ->
         pts = values[values["treatment"] == t]
         if pts.groupby("n").size().max() < 2:  # a lone replicate is the mean itself
             continue
-        offset = (i - (len(present) - 1) / 2) * 0.07  # side by side, so replicates of different treatments separate
+        offset = (
+            i - (len(present) - 1) / 2
+        ) * 0.07  # side by side, so replicates of different treatments separate
         y = (pts["delta"] if relative else pts["value"]).to_numpy(dtype=float)
-        ax.plot(pts["n"].to_numpy(dtype=float) + offset, y, linestyle="", marker=marker, markersize=4,
-                color=colour, alpha=0.55, zorder=2)
+        ax.plot(
+            pts["n"].to_numpy(dtype=float) + offset,
+            y,
+            linestyle="",
+            marker=marker,
+            markersize=4,
+            color=colour,
+            alpha=0.55,
+            zorder=2,
+        )
     for t in present:
         if t != "random":
             rows = table[table["treatment"] == t]
             pts = values[values["treatment"] == t]
             cols = ["delta", "delta_lo", "delta_hi"] if relative else ["mean", "ci_lo", "ci_hi"]
             y = pts["delta" if relative else "value"].to_numpy(dtype=float)
-            kept += [v for v in np.concatenate([rows[cols].to_numpy(dtype=float).ravel(), y]) if not math.isnan(v)]
+            kept += [
+                v for v in np.concatenate([rows[cols].to_numpy(dtype=float).ravel(), y]) if not math.isnan(v)
+            ]
     ax.set_xticks(ns)
     ax.set_xlim(0.6, layers - 0.4)
     _clip_far_values(ax, table, values, kept, relative=relative)
@@ -180,8 +238,14 @@ def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) ->
     ax.set_ylim(bottom - 0.12 * span, top)
     colour, _ = STYLE["random"]
     for _, r in rnd[rnd[col] < bottom - 0.12 * span].iterrows():
-        ax.annotate(f"random n={int(r['n'])}:\n{r[col]:.1f} ↓", xy=(float(r["n"]), bottom - 0.1 * span),
-                    ha="center", va="bottom", fontsize=9, color=colour)
+        ax.annotate(
+            f"random n={int(r['n'])}:\n{r[col]:.1f} ↓",
+            xy=(float(r["n"]), bottom - 0.1 * span),
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color=colour,
+        )
 
 
 def _paper_panel(ax, ref: pd.DataFrame, *, relative: bool, treatments) -> None:
@@ -201,7 +265,9 @@ def _paper_panel(ax, ref: pd.DataFrame, *, relative: bool, treatments) -> None:
 # --- strategies ---------------------------------------------------------------------------------------------------
 
 
-def accuracy_vs_time(runs: pd.DataFrame, *, metric: str = "metrics.test_acc", by: str = "strategy", title: str = ""):
+def accuracy_vs_time(
+    runs: pd.DataFrame, *, metric: str = "metrics.test_acc", by: str = "strategy", title: str = ""
+):
     """One point per run (accuracy % against wall seconds), and per ``by`` value the mean with 95% CI bars."""
     with mpl.rc_context(RC):
         fig = Figure(figsize=(7.5, 5))
@@ -215,8 +281,19 @@ def accuracy_vs_time(runs: pd.DataFrame, *, metric: str = "metrics.test_acc", by
             # can be ten times wider than the data and would otherwise flatten the whole plot.
             xerr = None if not cx.has_ci else [[cx.mean - max(cx.lo, 0)], [cx.hi - cx.mean]]
             yerr = None if not cy.has_ci else [[cy.mean - max(cy.lo, 0)], [min(cy.hi, 100) - cy.mean]]
-            ax.errorbar(cx.mean, cy.mean, xerr=xerr, yerr=yerr, marker=marker, markersize=10, color=colour,
-                        capsize=4, linewidth=1.6, markeredgecolor="black", label=f"{name} (n={len(part)})")
+            ax.errorbar(
+                cx.mean,
+                cy.mean,
+                xerr=xerr,
+                yerr=yerr,
+                marker=marker,
+                markersize=10,
+                color=colour,
+                capsize=4,
+                linewidth=1.6,
+                markeredgecolor="black",
+                label=f"{name} (n={len(part)})",
+            )
         ax.set_ylim(max(ax.get_ylim()[0], -2), min(ax.get_ylim()[1], 102))
         ax.set_xlim(left=max(ax.get_xlim()[0], 0))
         ax.set_xlabel("wall time per run (s)")
@@ -227,8 +304,14 @@ def accuracy_vs_time(runs: pd.DataFrame, *, metric: str = "metrics.test_acc", by
     return fig
 
 
-def learning_curves(history: pd.DataFrame, *, by: str = "strategy", metric: str = "val_acc", hue: str | None = None,
-                    title: str = ""):
+def learning_curves(
+    history: pd.DataFrame,
+    *,
+    by: str = "strategy",
+    metric: str = "val_acc",
+    hue: str | None = None,
+    title: str = "",
+):
     """Per ``by`` value, ``metric`` (%) against epoch, one line per run (coloured by ``hue`` if given, e.g.
     ``transfer.n``); dotted lines mark phase changes (unfreeze points), with the new phase's name."""
     names = sorted(history[by].dropna().astype(str).unique())
@@ -249,15 +332,31 @@ def learning_curves(history: pd.DataFrame, *, by: str = "strategy", metric: str 
                     k = hues.index(run[hue].iloc[0])
                     colour = CYCLE[k % len(CYCLE)]
                     label = f"{hue.split('.')[-1]}={_short(run[hue].iloc[0])}"
-                ax.plot(run["epoch"], 100 * run[metric].astype(float), color=colour, marker=marker, markersize=4,
-                        alpha=0.8, linewidth=1.4, label=label)
+                ax.plot(
+                    run["epoch"],
+                    100 * run[metric].astype(float),
+                    color=colour,
+                    marker=marker,
+                    markersize=4,
+                    alpha=0.8,
+                    linewidth=1.4,
+                    label=label,
+                )
                 change = run["phase_index"].diff().fillna(0) != 0
                 for _, r in run[change].iterrows():
                     boundaries[float(r["epoch"]) - 0.5] = str(r["phase"])
             for x, phase in boundaries.items():
                 ax.axvline(x, color="black", linestyle=":", linewidth=1.2)
-                ax.annotate(f"→ {phase}", xy=(x, 0.97), xycoords=("data", "axes fraction"), xytext=(3, 0),
-                            textcoords="offset points", fontsize=9, ha="left", va="top")
+                ax.annotate(
+                    f"→ {phase}",
+                    xy=(x, 0.97),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(3, 0),
+                    textcoords="offset points",
+                    fontsize=9,
+                    ha="left",
+                    va="top",
+                )
             ax.set_title(f"{by} = {name} ({part['folder'].nunique()} runs)", loc="left")
             if hue:
                 handles, labels = ax.get_legend_handles_labels()
@@ -266,7 +365,7 @@ def learning_curves(history: pd.DataFrame, *, by: str = "strategy", metric: str 
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"{metric} (%)")
             ax.xaxis.get_major_locator().set_params(integer=True)
-        for ax in list(axes.flat)[len(names):]:
+        for ax in list(axes.flat)[len(names) :]:
             ax.set_visible(False)
         fig.suptitle(title or "learning curves; dotted: phase boundaries (unfreeze points)", fontsize=12)
         fig.tight_layout()
@@ -302,10 +401,23 @@ def lr_curves(history: pd.DataFrame, *, by: str = "strategy", title: str = ""):
                 g = long[long["group"] == groups[0]].sort_values("step")
                 colour = CYCLE[j % len(CYCLE)]
                 label = ", ".join(groups) + (" (same rate)" if len(groups) > 1 else "")
-                ax.plot(g["step"], g["lr"].where(g["lr"] > 0), color=colour, marker="o", markersize=5,
-                        linewidth=1.8, label=label)
-                ax.plot(g["step"], g["lr_max"].where(g["lr_max"] > 0), color=colour, linestyle="--", linewidth=1,
-                        alpha=0.7)
+                ax.plot(
+                    g["step"],
+                    g["lr"].where(g["lr"] > 0),
+                    color=colour,
+                    marker="o",
+                    markersize=5,
+                    linewidth=1.8,
+                    label=label,
+                )
+                ax.plot(
+                    g["step"],
+                    g["lr_max"].where(g["lr_max"] > 0),
+                    color=colour,
+                    linestyle="--",
+                    linewidth=1,
+                    alpha=0.7,
+                )
             change = long.drop_duplicates("epoch").sort_values("epoch")
             for step in change.loc[change["phase_index"].diff().fillna(0) != 0, "step"]:
                 # the step count at the end of the epoch before the new phase: where the unfreeze happened
@@ -315,10 +427,14 @@ def lr_curves(history: pd.DataFrame, *, by: str = "strategy", title: str = ""):
             ax.set_xlabel("optimizer step")
             ax.set_ylabel("learning rate")
             ax.legend(title="layer group", fontsize=8, title_fontsize=9, loc="lower left")
-        for ax in list(axes.flat)[len(names):]:
+        for ax in list(axes.flat)[len(names) :]:
             ax.set_visible(False)
-        fig.suptitle(title or "per-group learning rate (solid: at epoch end, dashed: epoch peak; "
-                     "missing = frozen; dotted: unfreeze)", fontsize=12)
+        fig.suptitle(
+            title
+            or "per-group learning rate (solid: at epoch end, dashed: epoch peak; "
+            "missing = frozen; dotted: unfreeze)",
+            fontsize=12,
+        )
         fig.tight_layout()
     return fig
 
@@ -331,7 +447,9 @@ def _steps_per_epoch(per_epoch: pd.DataFrame) -> float:
 # --- search ---------------------------------------------------------------------------------------------------
 
 
-def optimization_history(trials: pd.DataFrame, *, objective: str, direction: str = "maximize", title: str = ""):
+def optimization_history(
+    trials: pd.DataFrame, *, objective: str, direction: str = "maximize", title: str = ""
+):
     """Objective per trial number, the best so far, and pruned/failed trials as ticks along the bottom."""
     with mpl.rc_context(RC):
         fig = Figure(figsize=(8, 4.8))
@@ -345,9 +463,16 @@ def optimization_history(trials: pd.DataFrame, *, objective: str, direction: str
         for state, colour, marker in (("PRUNED", "#7f7f7f", "|"), ("FAIL", "#d62728", "x")):
             part = trials[trials["state"] == state]
             if len(part):
-                ax.plot(part["number"], np.full(len(part), 0.02), marker=marker, linestyle="", markersize=12,
-                        color=colour, transform=ax.get_xaxis_transform(),
-                        label=f"{state.lower()} ({len(part)}, no final value)")
+                ax.plot(
+                    part["number"],
+                    np.full(len(part), 0.02),
+                    marker=marker,
+                    linestyle="",
+                    markersize=12,
+                    color=colour,
+                    transform=ax.get_xaxis_transform(),
+                    label=f"{state.lower()} ({len(part)}, no final value)",
+                )
         ax.set_xlabel("trial number")
         unit = " (%)" if scale == 100 else ""
         ax.set_ylabel(f"{objective}{unit}")
@@ -365,7 +490,9 @@ def param_importances(importances: pd.Series, *, title: str = ""):
         imp = importances.sort_values()
         ax.barh([str(i) for i in imp.index], imp.to_numpy(), color=CYCLE[0])
         for y, v in enumerate(imp.to_numpy()):
-            ax.annotate(f"{v:.2f}", xy=(v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=9)
+            ax.annotate(
+                f"{v:.2f}", xy=(v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=9
+            )
         ax.set_xlabel("importance (fANOVA share of objective variance, sums to 1)")
         ax.set_xlim(0, max(1.0, float(imp.max()) * 1.15) if len(imp) else 1)
         ax.set_title(title or "parameter importances", loc="left")

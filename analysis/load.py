@@ -33,8 +33,25 @@ SKIP_DIRS = {"wandb", "checkpoints", "__pycache__", "report"}  # never hold reco
 
 # Columns every runs DataFrame has, in this order (the rest follow: metrics.*, timing.*, transfer.*, config.*).
 FRONT = [
-    "folder", "kind", "status", "problem", "experiment", "data", "model", "strategy", "split", "half", "seed",
-    "lr", "transfer.treatment", "transfer.n", "transfer.split_seed", "epochs", "run_id", "version", "reason",
+    "folder",
+    "kind",
+    "status",
+    "problem",
+    "experiment",
+    "data",
+    "model",
+    "strategy",
+    "split",
+    "half",
+    "seed",
+    "lr",
+    "transfer.treatment",
+    "transfer.n",
+    "transfer.split_seed",
+    "epochs",
+    "run_id",
+    "version",
+    "reason",
 ]
 
 
@@ -70,7 +87,9 @@ def find_records(path: str | Path) -> tuple[list[str], list[str]]:
     return sorted(records), sorted(orphans)
 
 
-def load_runs(paths: str | Path | Iterable[str | Path], *, cache: bool = True, dedupe: bool = True) -> pd.DataFrame:
+def load_runs(
+    paths: str | Path | Iterable[str | Path], *, cache: bool = True, dedupe: bool = True
+) -> pd.DataFrame:
     """One row per run below ``paths`` (a path or several).
 
     A run is its identity (``run_id``, the hash of its resolved config) within an experiment: a sweep killed
@@ -107,7 +126,9 @@ def load_history(source, *, cache: bool = True) -> pd.DataFrame:
     """
     if isinstance(source, pd.DataFrame):
         wanted = set(source["folder"])
-        paths = [Path(p) for p in source.attrs.get("sources", [])] or [Path(p) for p in source["path"].dropna()]
+        paths = [Path(p) for p in source.attrs.get("sources", [])] or [
+            Path(p) for p in source["path"].dropna()
+        ]
     else:
         wanted, paths = None, _as_paths(source)
     entries = [entry for path in paths for entry in _load_entries(path, cache=cache)]
@@ -117,8 +138,21 @@ def load_history(source, *, cache: bool = True) -> pd.DataFrame:
     for entry in entries:
         if entry["row"]["folder"] in wanted:
             rows += _history_rows(entry["row"], entry["history"])
-    columns = ["folder", "kind", "status", "experiment", "strategy", "transfer.treatment", "transfer.n", "seed",
-               "epoch", "phase", "phase_index", "step", "elapsed_s"]
+    columns = [
+        "folder",
+        "kind",
+        "status",
+        "experiment",
+        "strategy",
+        "transfer.treatment",
+        "transfer.n",
+        "seed",
+        "epoch",
+        "phase",
+        "phase_index",
+        "step",
+        "elapsed_s",
+    ]
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=columns)
@@ -138,7 +172,9 @@ def lr_long(history: pd.DataFrame) -> pd.DataFrame:
         part["lr_max"] = history.get(f"lr_max.{g}")
         parts.append(part.dropna(subset=["lr"]))
     if not parts:
-        return pd.DataFrame(columns=["folder", "epoch", "step", "phase", "phase_index", "group", "lr", "lr_max"])
+        return pd.DataFrame(
+            columns=["folder", "epoch", "step", "phase", "phase_index", "group", "lr", "lr_max"]
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -151,7 +187,9 @@ def _as_paths(paths) -> list[Path]:
     out = [Path(p).expanduser() for p in paths]
     for p in out:
         if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist (give a run folder, a sweep folder, outputs/ or a {RECORD_NAME})")
+            raise FileNotFoundError(
+                f"{p} does not exist (give a run folder, a sweep folder, outputs/ or a {RECORD_NAME})"
+            )
     return out
 
 
@@ -222,25 +260,38 @@ def _read_one(path: Path) -> dict:
         if not isinstance(record, dict):
             raise ValueError(f"the record is a JSON {type(record).__name__}, not an object")
     except (OSError, ValueError) as e:
-        return {"row": _bad_row(path, "unreadable", f"unreadable {RECORD_NAME}: {type(e).__name__}: {e}"), "history": []}
+        return {
+            "row": _bad_row(path, "unreadable", f"unreadable {RECORD_NAME}: {type(e).__name__}: {e}"),
+            "history": [],
+        }
     try:
         return {"row": flatten_record(record, path), "history": _history_of(record)}
     except (TypeError, AttributeError, KeyError, ValueError) as e:  # a record of an unexpected shape
-        return {"row": _bad_row(path, "unreadable", f"record of an unexpected shape: {type(e).__name__}: {e}"),
-                "history": []}
+        return {
+            "row": _bad_row(path, "unreadable", f"record of an unexpected shape: {type(e).__name__}: {e}"),
+            "history": [],
+        }
 
 
 def _bad_row(path: Path, status: str, problem: str) -> dict:
-    return {"folder": str(path.parent), "path": str(path), "kind": "run", "status": status,
-            "problem": problem, "reason": problem}
+    return {
+        "folder": str(path.parent),
+        "path": str(path),
+        "kind": "run",
+        "status": status,
+        "problem": problem,
+        "reason": problem,
+    }
 
 
 def _orphan_row(folder: Path) -> dict:
     """A job folder without a record: keep it visible, with what its saved config and its start note say."""
     started = _read_json(folder / STARTED_NAME)
     if started:
-        why = (f"no {RECORD_NAME}: run {started.get('run_id')} started {started.get('started')} on "
-               f"{started.get('host')} (pid {started.get('pid')}) and was killed, or is still running")
+        why = (
+            f"no {RECORD_NAME}: run {started.get('run_id')} started {started.get('started')} on "
+            f"{started.get('host')} (pid {started.get('pid')}) and was killed, or is still running"
+        )
     else:
         why = f"no {RECORD_NAME}: the job failed before training (a config error) or is still running"
     row = _bad_row(folder / RECORD_NAME, "no_record", why)
@@ -282,8 +333,11 @@ def one_per_run(rows: list[dict]) -> list[dict]:
             out.append({**row, "copies": 1})
 
     def rank(row):  # lower is better: usable, most finished, trained here rather than reused
-        return (row.get("problem") is not None and row.get("status") == "ok",  # e.g. another schema version
-                STATUS_RANK.get(row.get("status"), 4), row.get("reused_from") is not None)
+        return (
+            row.get("problem") is not None and row.get("status") == "ok",  # e.g. another schema version
+            STATUS_RANK.get(row.get("status"), 4),
+            row.get("reused_from") is not None,
+        )
 
     for same in groups.values():
         same = sorted(same, key=lambda r: str(r.get("timing.finished") or ""), reverse=True)  # newest first
@@ -426,8 +480,19 @@ def _history_of(record: Mapping) -> list[dict]:
 
 
 def _history_rows(row: Mapping, history: list[dict]) -> list[dict]:
-    ident = {k: row.get(k) for k in ("folder", "kind", "status", "experiment", "strategy", "transfer.treatment",
-                                     "transfer.n", "seed")}
+    ident = {
+        k: row.get(k)
+        for k in (
+            "folder",
+            "kind",
+            "status",
+            "experiment",
+            "strategy",
+            "transfer.treatment",
+            "transfer.n",
+            "seed",
+        )
+    }
     train, batch = row.get("data.train"), row.get("batch_size")
     steps_per_epoch = math.ceil(train / batch) if train and batch else None
     rows, elapsed = [], 0.0

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 
 LAYERS = 8  # the paper's network: 8 weight layers, n = 1..7
-CITATION = "Yosinski, Clune, Bengio, Lipson (2014), How transferable are features in deep neural networks? NeurIPS"
+CITATION = (
+    "Yosinski, Clune, Bengio, Lipson (2014), How transferable are features in deep neural networks? NeurIPS"
+)
 
 # Verbatim copy of yosinski2014.csv (its first line is a comment).
 _CSV = """\
@@ -56,8 +58,10 @@ def reference_path() -> Path | None:
     env = os.environ.get("FREEZELAB_REFERENCE")
     candidates = [Path(env)] if env else []
     repo = Path(__file__).resolve().parents[1]
-    candidates += [repo / "shared" / "reference" / "yosinski2014.csv",
-                   repo.parent / "shared" / "reference" / "yosinski2014.csv"]
+    candidates += [
+        repo / "shared" / "reference" / "yosinski2014.csv",
+        repo.parent / "shared" / "reference" / "yosinski2014.csv",
+    ]
     return next((p for p in candidates if p.is_file()), None)
 
 

@@ -22,11 +22,16 @@ def analysis_version() -> dict:
     except metadata.PackageNotFoundError:
         version = None
     repo = Path(__file__).resolve().parents[1]
-    return {"version": version, "git_commit": _git(repo, "rev-parse", "HEAD"),
-            # --no-optional-locks: reading the status must not rewrite the index of a checkout others work in
-            "git_dirty": bool(_git(repo, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no")),
-            "python": platform.python_version(), "pandas": pd.__version__,
-            "matplotlib": metadata.version("matplotlib"), "scipy": metadata.version("scipy")}
+    return {
+        "version": version,
+        "git_commit": _git(repo, "rev-parse", "HEAD"),
+        # --no-optional-locks: reading the status must not rewrite the index of a checkout others work in
+        "git_dirty": bool(_git(repo, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no")),
+        "python": platform.python_version(),
+        "pandas": pd.__version__,
+        "matplotlib": metadata.version("matplotlib"),
+        "scipy": metadata.version("scipy"),
+    }
 
 
 def _git(repo: Path, *args: str) -> str | None:
@@ -111,14 +116,24 @@ def _set(tree: dict, dotted: str, value) -> None:
 
 def run_provenance(runs: pd.DataFrame) -> dict:
     """Versions, commits, seeds and dates of a set of runs."""
-    def counts(col):
-        return {str(k): int(v) for k, v in runs[col].value_counts(dropna=False).items()} if col in runs else {}
 
-    started = runs["timing.started"].dropna() if "timing.started" in runs else pd.Series(dtype="datetime64[ns, UTC]")
+    def counts(col):
+        return (
+            {str(k): int(v) for k, v in runs[col].value_counts(dropna=False).items()} if col in runs else {}
+        )
+
+    started = (
+        runs["timing.started"].dropna()
+        if "timing.started" in runs
+        else pd.Series(dtype="datetime64[ns, UTC]")
+    )
     finished = runs["timing.finished"].dropna() if "timing.finished" in runs else started
     seeds = sorted({int(s) for s in runs["seed"].dropna()})
-    split_seeds = sorted({int(s) for s in pd.to_numeric(runs.get("transfer.split_seed"), errors="coerce").dropna()}) \
-        if "transfer.split_seed" in runs else []
+    split_seeds = (
+        sorted({int(s) for s in pd.to_numeric(runs.get("transfer.split_seed"), errors="coerce").dropna()})
+        if "transfer.split_seed" in runs
+        else []
+    )
     sweeps = sorted({s for s in runs["sweep"].dropna()})
     return {
         "runs": len(runs),

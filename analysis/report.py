@@ -50,17 +50,27 @@ class _Doc:
 
     def figure(self, fig, name: str, caption: str) -> None:
         paths = figures.save(fig, self.out / "figures", name)
-        self.add(f"![{escape_md(caption)}](figures/{paths['png'].name})",
-                 f"*{escape_md(caption)}* ([PNG](figures/{paths['png'].name}), [PDF](figures/{paths['pdf'].name}))")
+        self.add(
+            f"![{escape_md(caption)}](figures/{paths['png'].name})",
+            f"*{escape_md(caption)}* ([PNG](figures/{paths['png'].name}), [PDF](figures/{paths['pdf'].name}))",
+        )
 
-    def table(self, frame: pd.DataFrame, name: str, caption: str, shown: pd.DataFrame | None = None,
-              digits: int | dict = 2) -> None:
+    def table(
+        self,
+        frame: pd.DataFrame,
+        name: str,
+        caption: str,
+        shown: pd.DataFrame | None = None,
+        digits: int | dict = 2,
+    ) -> None:
         """``shown`` (formatted for reading) goes into report.md and LaTeX; ``frame`` (full precision) into CSV."""
         shown = frame if shown is None else shown
         paths = write_table(shown, self.out / "tables", name, caption=caption, digits=digits)
         frame.to_csv(paths["csv"], index=False)
-        self.add(f"**{escape_md(caption)}** ([CSV](tables/{paths['csv'].name}), "
-                 f"[LaTeX](tables/{paths['tex'].name}))")
+        self.add(
+            f"**{escape_md(caption)}** ([CSV](tables/{paths['csv'].name}), "
+            f"[LaTeX](tables/{paths['tex'].name}))"
+        )
         self.add(markdown_table(shown, digits))
 
     def rel(self, folder) -> str:
@@ -70,8 +80,14 @@ class _Doc:
             return str(folder)
 
 
-def write_report(path: str | Path, out: str | Path | None = None, *, metric: str = "test_acc_best_k",
-                 tolerance: float = TOLERANCE, command: str | None = None) -> Path:
+def write_report(
+    path: str | Path,
+    out: str | Path | None = None,
+    *,
+    metric: str = "test_acc_best_k",
+    tolerance: float = TOLERANCE,
+    command: str | None = None,
+) -> Path:
     """Write the report for the runs below ``path``; returns the report folder."""
     root = Path(path).expanduser().resolve()
     if not root.exists():
@@ -98,14 +114,31 @@ def write_report(path: str | Path, out: str | Path | None = None, *, metric: str
     return out
 
 
-def _write(root: Path, out: Path, runs: pd.DataFrame | None, searches: list, metric: str, tolerance: float,
-           command: str | None) -> None:
+def _write(
+    root: Path,
+    out: Path,
+    runs: pd.DataFrame | None,
+    searches: list,
+    metric: str,
+    tolerance: float,
+    command: str | None,
+) -> None:
     doc = _Doc(root, out)
     command = command or provenance.report_command()
-    doc.add(f"# Report: {escape_md(root.name)}", f"Runs below `{root}`; written {provenance.now()} by `{command}`.")
-    prov: dict = {"report": {"written": provenance.now(), "command": command, "path": str(root),
-                             "metric": METRICS.get(metric, metric), "tolerance_points": tolerance,
-                             "analysis": provenance.analysis_version()}}
+    doc.add(
+        f"# Report: {escape_md(root.name)}",
+        f"Runs below `{root}`; written {provenance.now()} by `{command}`.",
+    )
+    prov: dict = {
+        "report": {
+            "written": provenance.now(),
+            "command": command,
+            "path": str(root),
+            "metric": METRICS.get(metric, metric),
+            "tolerance_points": tolerance,
+            "analysis": provenance.analysis_version(),
+        }
+    }
     if runs is not None:
         _inventory(doc, runs)
         if (runs["kind"] == "treatment").any():
@@ -131,8 +164,10 @@ def _check_out(out: Path) -> None:
     if not out.is_dir():
         raise ReportError(f"--out {out} is a file; give a folder")
     if any(out.iterdir()) and not (out / "report.md").is_file():
-        raise ReportError(f"--out {out} is not empty and holds no earlier report (no report.md); "
-                          f"choose an empty or new folder")
+        raise ReportError(
+            f"--out {out} is not empty and holds no earlier report (no report.md); "
+            f"choose an empty or new folder"
+        )
 
 
 def _swap_in(new: Path, out: Path) -> None:
@@ -152,9 +187,13 @@ def _inventory(doc: _Doc, runs: pd.DataFrame) -> None:
     doc.table(counts, "runs_by_kind_and_status", f"{len(runs)} runs by kind and status")
     bad = runs[runs["problem"].notna()]
     if len(bad):
-        listed = pd.DataFrame({"folder": bad["folder"].map(doc.rel), "status": bad["status"], "problem": bad["problem"]})
-        doc.add(f"{len(bad)} run(s) cannot be used by any table (failed, pruned, another schema version, unreadable "
-                f"or without a record); they are counted in every table's *left out* line.")
+        listed = pd.DataFrame(
+            {"folder": bad["folder"].map(doc.rel), "status": bad["status"], "problem": bad["problem"]}
+        )
+        doc.add(
+            f"{len(bad)} run(s) cannot be used by any table (failed, pruned, another schema version, unreadable "
+            f"or without a record); they are counted in every table's *left out* line."
+        )
         doc.table(listed, "problems", "Runs with a problem", shown=listed.head(MAX_LISTED))
         if len(bad) > MAX_LISTED:
             doc.add(f"... and {len(bad) - MAX_LISTED} more in the CSV.")
@@ -164,14 +203,24 @@ def _ci_shown(table: pd.DataFrame) -> pd.DataFrame:
     def ci(lo, hi, sign=""):
         return "" if math.isnan(lo) else f"[{lo:{sign}.2f}, {hi:{sign}.2f}]"
 
-    return pd.DataFrame({
-        "treatment": table["treatment"], "n": table["n"], "runs": table["runs"], "replicates": table["replicates"],
-        "mean (%)": table["mean"], "95% CI (%)": [ci(lo, hi) for lo, hi in zip(table["ci_lo"], table["ci_hi"], strict=True)],
-        "vs baseB (pts)": [f"{d:+.2f}" if t != "baseB" and not math.isnan(d) else ""
-                           for t, d in zip(table["treatment"], table["delta"], strict=True)],
-        "95% CI vs baseB": [ci(lo, hi, "+") for lo, hi in zip(table["delta_lo"], table["delta_hi"], strict=True)],
-        "note": table["note"],
-    })
+    return pd.DataFrame(
+        {
+            "treatment": table["treatment"],
+            "n": table["n"],
+            "runs": table["runs"],
+            "replicates": table["replicates"],
+            "mean (%)": table["mean"],
+            "95% CI (%)": [ci(lo, hi) for lo, hi in zip(table["ci_lo"], table["ci_hi"], strict=True)],
+            "vs baseB (pts)": [
+                f"{d:+.2f}" if t != "baseB" and not math.isnan(d) else ""
+                for t, d in zip(table["treatment"], table["delta"], strict=True)
+            ],
+            "95% CI vs baseB": [
+                ci(lo, hi, "+") for lo, hi in zip(table["delta_lo"], table["delta_hi"], strict=True)
+            ],
+            "note": table["note"],
+        }
+    )
 
 
 def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: float) -> dict:
@@ -197,62 +246,100 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
         doc.add(f"## Transferability: {escape_md(group)}")
         splits = sorted({int(s) for s in part["split_seed"].dropna()})
         seeds = sorted({int(s) for s in part["seed"].dropna()})
-        doc.add(f"Metric: `{METRICS[metric]}` in percent (the paper's mean of the best k test evaluations"
-                f"{'' if metric == 'test_acc_best_k' else '; here the last epoch instead'}). This net has "
-                f"L = {layers} weight layers, so n = 1..{layers - 1}; the paper's has L = 8 (n = 1..7). "
-                f"Replicates: split seeds {splits} x seeds {seeds}. This experiment: "
-                f"{escape_md(sel.text(group))}."
-                + (f" Runs in the folder that are not transfer treatments: {escape_md(outside)}." if outside else ""))
+        doc.add(
+            f"Metric: `{METRICS[metric]}` in percent (the paper's mean of the best k test evaluations"
+            f"{'' if metric == 'test_acc_best_k' else '; here the last epoch instead'}). This net has "
+            f"L = {layers} weight layers, so n = 1..{layers - 1}; the paper's has L = 8 (n = 1..7). "
+            f"Replicates: split seeds {splits} x seeds {seeds}. This experiment: "
+            f"{escape_md(sel.text(group))}."
+            + (
+                f" Runs in the folder that are not transfer treatments: {escape_md(outside)}."
+                if outside
+                else ""
+            )
+        )
         for note in td.notes.get(group, []):
             doc.add(f"> **Caveat.** {escape_md(note)}")
         rows = ci[ci["group"] == group]
         if not set(rows["treatment"]) & set(transferability.N_TREATMENTS):
             # e.g. the warm-start grid (warm vs scratch): no n, so no curve against n and no paper findings
-            doc.table(rows, f"transfer_ci_{slug}", f"Mean and 95% CI per treatment, {METRICS[metric]}",
-                      shown=_ci_shown(rows))
+            doc.table(
+                rows,
+                f"transfer_ci_{slug}",
+                f"Mean and 95% CI per treatment, {METRICS[metric]}",
+                shown=_ci_shown(rows),
+            )
             _left_out(doc, sel, group, f"transfer_left_out_{slug}")
             _config_file(doc, sel.used[sel.used["group"] == group], slug)
             info[group] = {"used_runs": int((sel.used["group"] == group).sum()), "selection": sel.text(group)}
             continue
-        doc.figure(figures.transferability_figure(td, group, panels=("measured", "paper")), f"transfer_{slug}",
-                   "Accuracy against n: this harness (left; lines are means, bands 95% CIs, dashed the baseB line "
-                   "with its CI) and the paper's numbers at its own n (right)")
-        doc.figure(figures.transferability_figure(td, group, panels=("relative", "paper_relative")),
-                   f"transfer_relative_{slug}",
-                   "The same relative to baseB (points): here paired within each replicate; right, the paper")
+        doc.figure(
+            figures.transferability_figure(td, group, panels=("measured", "paper")),
+            f"transfer_{slug}",
+            "Accuracy against n: this harness (left; lines are means, bands 95% CIs, dashed the baseB line "
+            "with its CI) and the paper's numbers at its own n (right)",
+        )
+        doc.figure(
+            figures.transferability_figure(td, group, panels=("relative", "paper_relative")),
+            f"transfer_relative_{slug}",
+            "The same relative to baseB (points): here paired within each replicate; right, the paper",
+        )
         _cka(doc, sel.used[sel.used["group"] == group], slug)
-        doc.table(rows, f"transfer_ci_{slug}", f"Mean and 95% CI per (treatment, n), {METRICS[metric]}, {group}",
-                  shown=_ci_shown(rows))
+        doc.table(
+            rows,
+            f"transfer_ci_{slug}",
+            f"Mean and 95% CI per (treatment, n), {METRICS[metric]}, {group}",
+            shown=_ci_shown(rows),
+        )
         b = line.loc[group]
-        doc.add(f"baseB line: {b['mean']:.2f} %" + (f" [{b['ci_lo']:.2f}, {b['ci_hi']:.2f}]" if not math.isnan(b["ci_lo"])
-                                                    else " (no CI)")
-                + f" over {int(b['bases'])} distinct base network(s), each counted once"
-                + (f" ({escape_md(b['note'])})." if b["note"] else "."))
+        doc.add(
+            f"baseB line: {b['mean']:.2f} %"
+            + (f" [{b['ci_lo']:.2f}, {b['ci_hi']:.2f}]" if not math.isnan(b["ci_lo"]) else " (no CI)")
+            + f" over {int(b['bases'])} distinct base network(s), each counted once"
+            + (f" ({escape_md(b['note'])})." if b["note"] else ".")
+        )
         rows_f = found[found["group"] == group]
-        doc.add("### The paper's findings, checked here",
-                f"Each finding is a difference d in points with a 95% t-interval over replicates (paired within a "
-                f"replicate; Welch between the two grids for the dissimilar split). *Yes*: the whole CI is on the "
-                f"claimed side of 0 (for '~', inside +-{tolerance:g} pts); *no*: the whole CI is on the other side "
-                f"(for '~', entirely beyond +-{tolerance:g} pts); otherwise, or with one replicate, *inconclusive*. "
-                f"Middle layers are n with n/L in [0.35, 0.65] (the paper's 3-5 of 8; here "
-                f"{transferability.middle(layers)}); the upper half is n > (L-1)/2 (here {transferability.upper(layers)}; "
-                f"the paper quotes n >= 5).")
+        doc.add(
+            "### The paper's findings, checked here",
+            f"Each finding is a difference d in points with a 95% t-interval over replicates (paired within a "
+            f"replicate; Welch between the two grids for the dissimilar split). *Yes*: the whole CI is on the "
+            f"claimed side of 0 (for '~', inside +-{tolerance:g} pts); *no*: the whole CI is on the other side "
+            f"(for '~', entirely beyond +-{tolerance:g} pts); otherwise, or with one replicate, *inconclusive*. "
+            f"Middle layers are n with n/L in [0.35, 0.65] (the paper's 3-5 of 8; here "
+            f"{transferability.middle(layers)}); the upper half is n > (L-1)/2 (here {transferability.upper(layers)}; "
+            f"the paper quotes n >= 5).",
+        )
         shown = rows_f[["id", "finding", "paper", "measured", "holds", "why"]].rename(
-            columns={"paper": "paper's numbers", "measured": "measured here (pts)", "holds": "holds here?"})
+            columns={"paper": "paper's numbers", "measured": "measured here (pts)", "holds": "holds here?"}
+        )
         doc.table(rows_f.drop(columns="group"), f"transfer_findings_{slug}", "Findings check", shown=shown)
         if found_other is not None and group in set(found_other["group"]):
             fo = found_other[found_other["group"] == group]
-            doc.table(fo.drop(columns="group"), f"transfer_findings_{other_metric}_{slug}",
-                      f"Sensitivity: the same check on {METRICS[other_metric]}",
-                      shown=fo[["id", "holds", "measured"]].rename(columns={"holds": "holds here?",
-                                                                           "measured": "measured here (pts)"}))
+            doc.table(
+                fo.drop(columns="group"),
+                f"transfer_findings_{other_metric}_{slug}",
+                f"Sensitivity: the same check on {METRICS[other_metric]}",
+                shown=fo[["id", "holds", "measured"]].rename(
+                    columns={"holds": "holds here?", "measured": "measured here (pts)"}
+                ),
+            )
         wide = transferability.side_by_side_wide(long, group)
-        doc.table(long[long["source"].isin([group, "paper"])], f"transfer_vs_paper_{slug}",
-                  "Side by side with the paper: difference to each source's own baseB (points), each at its own n "
-                  f"(here L = {layers}, paper L = 8: the same n is not the same depth)", shown=wide)
+        doc.table(
+            long[long["source"].isin([group, "paper"])],
+            f"transfer_vs_paper_{slug}",
+            "Side by side with the paper: difference to each source's own baseB (points), each at its own n "
+            f"(here L = {layers}, paper L = 8: the same n is not the same depth)",
+            shown=wide,
+        )
         _left_out(doc, sel, group, f"transfer_left_out_{slug}")
-        info[group] = {"used_runs": int((sel.used["group"] == group).sum()), "split_seeds": splits, "seeds": seeds,
-                       "layers": layers, "selection": sel.text(group), "caveats": td.notes.get(group, [])}
+        info[group] = {
+            "used_runs": int((sel.used["group"] == group).sum()),
+            "split_seeds": splits,
+            "seeds": seeds,
+            "layers": layers,
+            "selection": sel.text(group),
+            "caveats": td.notes.get(group, []),
+        }
         _config_file(doc, sel.used[sel.used["group"] == group], slug)
     _unattributed(doc, sel, td.groups, "transfer_left_out_other")
     return {"groups": info, "selection": sel.text()}
@@ -273,9 +360,12 @@ def _cka(doc: _Doc, used: pd.DataFrame, slug: str) -> None:
     records = diagnostics.with_bases(_records(used))
     if diagnostics.cka_frame(records).empty:
         return
-    doc.figure(diagnostics.cka_figure(records), f"transfer_cka_{slug}",
-               "Linear CKA between each layer's representation at the start of training and after it "
-               "(1 = unchanged), for baseB and the '+' treatments, one panel per n")
+    doc.figure(
+        diagnostics.cka_figure(records),
+        f"transfer_cka_{slug}",
+        "Linear CKA between each layer's representation at the start of training and after it "
+        "(1 = unchanged), for baseB and the '+' treatments, one panel per n",
+    )
 
 
 def _what_trained(doc: _Doc, used: pd.DataFrame, slug: str) -> None:
@@ -285,11 +375,17 @@ def _what_trained(doc: _Doc, used: pd.DataFrame, slug: str) -> None:
         if not records:
             continue
         name = doc.slug(f"{slug}_{variant}")
-        doc.figure(diagnostics.phase_map(records[0]), f"phase_map_{name}",
-                   f"{variant}: which groups train in each phase, and at which learning rate")
+        doc.figure(
+            diagnostics.phase_map(records[0]),
+            f"phase_map_{name}",
+            f"{variant}: which groups train in each phase, and at which learning rate",
+        )
         if not diagnostics.diagnostics_frame(records[0]).empty:
-            doc.figure(diagnostics.weight_change_heatmap(records[0]), f"weight_change_{name}",
-                       f"{variant}: relative weight change per group over epochs (0 = bit-identical to the start)")
+            doc.figure(
+                diagnostics.weight_change_heatmap(records[0]),
+                f"weight_change_{name}",
+                f"{variant}: relative weight change per group over epochs (0 = bit-identical to the start)",
+            )
 
 
 def _unattributed(doc: _Doc, sel, groups: list[str], name: str) -> None:
@@ -298,17 +394,29 @@ def _unattributed(doc: _Doc, sel, groups: list[str], name: str) -> None:
     rest = sel.left_out[~sel.left_out["group"].isin(groups)]
     if rest.empty:
         return
-    listed = pd.DataFrame({"folder": rest["folder"].map(doc.rel), "group": rest["group"], "reason": rest["reason"],
-                           "detail": rest["detail"]})
-    doc.table(listed, name, f"Left out of {sel.view}, in no experiment above ({len(rest)} runs)",
-              shown=listed.head(MAX_LISTED))
+    listed = pd.DataFrame(
+        {
+            "folder": rest["folder"].map(doc.rel),
+            "group": rest["group"],
+            "reason": rest["reason"],
+            "detail": rest["detail"],
+        }
+    )
+    doc.table(
+        listed,
+        name,
+        f"Left out of {sel.view}, in no experiment above ({len(rest)} runs)",
+        shown=listed.head(MAX_LISTED),
+    )
 
 
 def _left_out(doc: _Doc, sel, group: str | None, name: str) -> None:
     out = sel.left_out if group is None else sel.left_out[sel.left_out["group"] == group]
     if out.empty:
         return
-    listed = pd.DataFrame({"folder": out["folder"].map(doc.rel), "reason": out["reason"], "detail": out["detail"]})
+    listed = pd.DataFrame(
+        {"folder": out["folder"].map(doc.rel), "reason": out["reason"], "detail": out["detail"]}
+    )
     doc.table(listed, name, f"Left out ({len(out)} runs)", shown=listed.head(MAX_LISTED))
 
 
@@ -321,31 +429,60 @@ def _strategies(doc: _Doc, runs: pd.DataFrame) -> dict:
     for group in dict.fromkeys(sel.used["group"]):
         slug = doc.slug(group)
         used = sel.used[sel.used["group"] == group]
-        doc.add(f"## Strategy comparison: {escape_md(group)}",
-                f"Ordinary runs (not transfer treatments or search trials); {escape_md(sel.text(group))}. "
-                f"Accuracy: `{metric}` (last epoch) in percent; time: wall seconds of the whole run.")
+        doc.add(
+            f"## Strategy comparison: {escape_md(group)}",
+            f"Ordinary runs (not transfer treatments or search trials); {escape_md(sel.text(group))}. "
+            f"Accuracy: `{metric}` (last epoch) in percent; time: wall seconds of the whole run.",
+        )
         rows = table[table["group"] == group]
-        shown = pd.DataFrame({"variant": rows["variant"], "runs": rows["runs"], "seeds": rows["seeds"],
-                              "test acc (%)": rows["acc_mean"],
-                              "95% CI (%)": [("" if math.isnan(a) else f"[{a:.2f}, {b:.2f}]")
-                                             for a, b in zip(rows["acc_lo"], rows["acc_hi"], strict=True)],
-                              "wall time (s)": rows["seconds_mean"], "samples/s": rows["samples_per_s"],
-                              "note": rows["note"]})
-        doc.table(rows.drop(columns="group"), f"strategies_{slug}", "Accuracy and wall time per strategy", shown=shown)
-        doc.figure(figures.accuracy_vs_time(used, metric=metric, by="variant"), f"strategies_time_{slug}",
-                   "Test accuracy against wall time; small markers are runs, large ones the mean with 95% CIs")
+        shown = pd.DataFrame(
+            {
+                "variant": rows["variant"],
+                "runs": rows["runs"],
+                "seeds": rows["seeds"],
+                "test acc (%)": rows["acc_mean"],
+                "95% CI (%)": [
+                    ("" if math.isnan(a) else f"[{a:.2f}, {b:.2f}]")
+                    for a, b in zip(rows["acc_lo"], rows["acc_hi"], strict=True)
+                ],
+                "wall time (s)": rows["seconds_mean"],
+                "samples/s": rows["samples_per_s"],
+                "note": rows["note"],
+            }
+        )
+        doc.table(
+            rows.drop(columns="group"),
+            f"strategies_{slug}",
+            "Accuracy and wall time per strategy",
+            shown=shown,
+        )
+        doc.figure(
+            figures.accuracy_vs_time(used, metric=metric, by="variant"),
+            f"strategies_time_{slug}",
+            "Test accuracy against wall time; small markers are runs, large ones the mean with 95% CIs",
+        )
         h = history[history["folder"].isin(used["folder"])].copy()
         h["variant"] = h["folder"].map(dict(zip(used["folder"], used["variant"], strict=True)))
-        doc.figure(figures.learning_curves(h, by="variant"), f"strategies_curves_{slug}",
-                   "Validation accuracy per epoch; dotted lines mark phase changes (unfreeze points)")
-        doc.figure(figures.lr_curves(h, by="variant"), f"strategies_lr_{slug}",
-                   "Per-group learning rate against optimizer steps (first run of each variant)")
+        doc.figure(
+            figures.learning_curves(h, by="variant"),
+            f"strategies_curves_{slug}",
+            "Validation accuracy per epoch; dotted lines mark phase changes (unfreeze points)",
+        )
+        doc.figure(
+            figures.lr_curves(h, by="variant"),
+            f"strategies_lr_{slug}",
+            "Per-group learning rate against optimizer steps (first run of each variant)",
+        )
         _what_trained(doc, used, slug)
         bounds = strategies.phase_boundaries(h)
         if len(bounds):
             bounds["folder"] = bounds["folder"].map(doc.rel)
-            doc.table(bounds, f"strategies_phases_{slug}", "Phase boundaries (unfreeze points)",
-                      shown=bounds.head(MAX_LISTED))
+            doc.table(
+                bounds,
+                f"strategies_phases_{slug}",
+                "Phase boundaries (unfreeze points)",
+                shown=bounds.head(MAX_LISTED),
+            )
         _left_out(doc, sel, group, f"strategies_left_out_{slug}")
         _config_file(doc, used, slug)
         info[group] = {"used_runs": len(used), "selection": sel.text(group)}
@@ -367,18 +504,26 @@ def _search(doc: _Doc, folder: Path) -> dict:
     slug = doc.slug(f"search_{name}")
     objective = trials.attrs["objectives"][0]
     direction = (trials.attrs.get("directions") or ["maximize"])[0]
-    doc.add(f"## Search: {escape_md(name)}",
-            f"{len(trials)} trials from `{escape_md(trials.attrs['source'])}`; objective `{escape_md(objective)}` "
-            f"({direction}); pruned share of finished trials: {search.pruned_share(trials):.0%}.")
+    doc.add(
+        f"## Search: {escape_md(name)}",
+        f"{len(trials)} trials from `{escape_md(trials.attrs['source'])}`; objective `{escape_md(objective)}` "
+        f"({direction}); pruned share of finished trials: {search.pruned_share(trials):.0%}.",
+    )
     doc.table(search.state_counts(trials), f"{slug}_states", "Trials per state", digits={"share": 2})
     if (trials["state"] == "COMPLETE").any():
-        doc.figure(figures.optimization_history(trials, objective=objective, direction=direction),
-                   f"{slug}_history", "Optimization history: objective per trial and the best so far")
+        doc.figure(
+            figures.optimization_history(trials, objective=objective, direction=direction),
+            f"{slug}_history",
+            "Optimization history: objective per trial and the best so far",
+        )
     try:
         imp = search.importances(trials, objective)
         done = int((trials["state"] == "COMPLETE").sum())
-        doc.figure(figures.param_importances(imp, title=f"parameter importances ({done} complete trials)"),
-                   f"{slug}_importances", "Parameter importances (fANOVA over the complete trials)")
+        doc.figure(
+            figures.param_importances(imp, title=f"parameter importances ({done} complete trials)"),
+            f"{slug}_importances",
+            "Parameter importances (fANOVA over the complete trials)",
+        )
     except ValueError as e:
         doc.add(f"Parameter importances: not computed ({escape_md(e)}).")
     best = search.best_trials(trials, 5, objective, direction)
@@ -387,12 +532,22 @@ def _search(doc: _Doc, folder: Path) -> dict:
     shared = set.intersection(*(set(o) for o in split)) if len(split) else set()
     shown = best.drop(columns=["folder", "overrides"]).assign(
         overrides=[" ".join(o for o in items if o not in shared) for items in split],
-        folder=best["folder"].map(lambda f: doc.rel(f) if isinstance(f, str) else f))
-    doc.table(best, f"{slug}_best", "Best trials (overrides: those that differ between them; the CSV has the "
-              "full command line)", shown=shown, digits={c: 4 for c in best.columns})
+        folder=best["folder"].map(lambda f: doc.rel(f) if isinstance(f, str) else f),
+    )
+    doc.table(
+        best,
+        f"{slug}_best",
+        "Best trials (overrides: those that differ between them; the CSV has the full command line)",
+        shown=shown,
+        digits={c: 4 for c in best.columns},
+    )
     if (folder / search.BEST_NAME).is_file():
         doc.add(f"The search's own pick: `{escape_md(doc.rel(folder / search.BEST_NAME))}`.")
-    return {"trials": len(trials), "source": trials.attrs["source"], "pruned_share": search.pruned_share(trials)}
+    return {
+        "trials": len(trials),
+        "source": trials.attrs["source"],
+        "pruned_share": search.pruned_share(trials),
+    }
 
 
 def _config_file(doc: _Doc, runs: pd.DataFrame, slug: str) -> None:
@@ -401,27 +556,34 @@ def _config_file(doc: _Doc, runs: pd.DataFrame, slug: str) -> None:
     common, varies = provenance.common_config(runs["path"].dropna())
     path = doc.out / "configs" / f"{slug}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"runs": len(runs), "varies": varies, "common": common}, sort_keys=False,
-                                   width=1000))
-    doc.add(f"Config of these runs (shared keys, and the keys that vary with their values): "
-            f"[configs/{path.name}](configs/{path.name}).")
+    path.write_text(
+        yaml.safe_dump({"runs": len(runs), "varies": varies, "common": common}, sort_keys=False, width=1000)
+    )
+    doc.add(
+        f"Config of these runs (shared keys, and the keys that vary with their values): "
+        f"[configs/{path.name}](configs/{path.name})."
+    )
 
 
 def _provenance(doc: _Doc, runs: pd.DataFrame | None, prov: dict) -> None:
     rep = prov["report"]
     a = rep["analysis"]
-    doc.add("## Provenance",
-            f"- Report written {rep['written']} by `{escape_md(rep['command'])}`; analysis {a['version']} at commit "
-            f"{a['git_commit']}{' (with uncommitted changes)' if a['git_dirty'] else ''}; Python {a['python']}, "
-            f"pandas {a['pandas']}, matplotlib {a['matplotlib']}, scipy {a['scipy']}.")
+    doc.add(
+        "## Provenance",
+        f"- Report written {rep['written']} by `{escape_md(rep['command'])}`; analysis {a['version']} at commit "
+        f"{a['git_commit']}{' (with uncommitted changes)' if a['git_dirty'] else ''}; Python {a['python']}, "
+        f"pandas {a['pandas']}, matplotlib {a['matplotlib']}, scipy {a['scipy']}.",
+    )
     if runs is None:
         return
     r = provenance.run_provenance(runs)
     prov["runs"] = r
-    doc.add(f"- Runs: {r['runs']}, started {r['first_started']} to {r['last_finished']} (UTC).",
-            f"- harness versions: {_counts(r['harness_version'])}; git commits: {_counts(r['harness_git_commit'])}; "
-            f"torch: {_counts(r['torch'])}; devices: {_counts(r['device'])}.",
-            f"- Seeds: {r['seeds']}; split seeds: {r['split_seeds']}.")
+    doc.add(
+        f"- Runs: {r['runs']}, started {r['first_started']} to {r['last_finished']} (UTC).",
+        f"- harness versions: {_counts(r['harness_version'])}; git commits: {_counts(r['harness_git_commit'])}; "
+        f"torch: {_counts(r['torch'])}; devices: {_counts(r['device'])}.",
+        f"- Seeds: {r['seeds']}; split seeds: {r['split_seeds']}.",
+    )
     if r["sweeps"]:
         copies = []
         for i, sweep in enumerate(r["sweeps"]):
@@ -430,8 +592,13 @@ def _provenance(doc: _Doc, runs: pd.DataFrame | None, prov: dict) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(sweep) / "multirun.yaml", target)
             copies.append(f"configs/{target.name}")
-        sweeps = pd.DataFrame({"sweep": [doc.rel(s) for s in r["sweeps"]], "command": list(r["sweeps"].values()),
-                               "config": copies})
+        sweeps = pd.DataFrame(
+            {
+                "sweep": [doc.rel(s) for s in r["sweeps"]],
+                "command": list(r["sweeps"].values()),
+                "config": copies,
+            }
+        )
         doc.table(sweeps, "sweeps", "Sweeps, the commands that launched them and their multirun.yaml")
 
 
@@ -443,10 +610,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", help="a run, a sweep, a search folder or all of outputs/")
     parser.add_argument("--out", help="report folder (default: PATH/report)")
-    parser.add_argument("--metric", default="test_acc_best_k", choices=list(METRICS),
-                        help="transferability metric (default: the paper's test_acc_best_k)")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
-                        help="points within which 'about equal' findings hold (default: %(default)s)")
+    parser.add_argument(
+        "--metric",
+        default="test_acc_best_k",
+        choices=list(METRICS),
+        help="transferability metric (default: the paper's test_acc_best_k)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help="points within which 'about equal' findings hold (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         out = write_report(args.path, args.out, metric=args.metric, tolerance=args.tolerance)

@@ -19,8 +19,24 @@ TABLE_NAME = "trials.csv"  # harness.search.outputs.TABLE_NAME
 STORAGE_NAME = "study.db"  # harness.search.study.STORAGE_NAME
 BEST_NAME = "best.yaml"  # harness.search.outputs.BEST_NAME
 ATTR_KEY = "freezelab"  # study user attribute holding the objectives (harness.search.study.ATTR_KEY)
-META = {"number", "state", "status", "reason", "stopped_epoch", "epochs", "duration_s", "train_seconds", "started",
-        "completed", "duplicate_of", "retry_of", "folder", "datetime_start", "datetime_complete", "duration"}
+META = {
+    "number",
+    "state",
+    "status",
+    "reason",
+    "stopped_epoch",
+    "epochs",
+    "duration_s",
+    "train_seconds",
+    "started",
+    "completed",
+    "duplicate_of",
+    "retry_of",
+    "folder",
+    "datetime_start",
+    "datetime_complete",
+    "duration",
+}
 
 
 def find_searches(path: str | Path) -> list[Path]:
@@ -28,8 +44,12 @@ def find_searches(path: str | Path) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path.parent]
-    found = {p.parent for name in (TABLE_NAME, STORAGE_NAME) for p in path.rglob(name)
-             if not any(part.startswith(".") for part in p.relative_to(path).parts[:-1])}
+    found = {
+        p.parent
+        for name in (TABLE_NAME, STORAGE_NAME)
+        for p in path.rglob(name)
+        if not any(part.startswith(".") for part in p.relative_to(path).parts[:-1])
+    }
     return sorted(found)
 
 
@@ -47,7 +67,9 @@ def load_trials(source: str | Path, study: str | None = None) -> pd.DataFrame:
         elif (path / STORAGE_NAME).is_file():
             return _from_storage(f"sqlite:///{(path / STORAGE_NAME).resolve()}", study)
         else:
-            raise FileNotFoundError(f"{path} holds neither {TABLE_NAME} nor {STORAGE_NAME}: is it a search's sweep folder?")
+            raise FileNotFoundError(
+                f"{path} holds neither {TABLE_NAME} nor {STORAGE_NAME}: is it a search's sweep folder?"
+            )
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     raw = pd.read_csv(path)
@@ -60,7 +82,9 @@ def load_trials(source: str | Path, study: str | None = None) -> pd.DataFrame:
 
 def normalise(table: pd.DataFrame, objectives: list[str] | None = None) -> pd.DataFrame:
     """Bring either spelling to ``params.<name>``, ``duration_s`` and named objective columns."""
-    table = table.rename(columns={c: "params." + c[len("params_"):] for c in table.columns if c.startswith("params_")})
+    table = table.rename(
+        columns={c: "params." + c[len("params_") :] for c in table.columns if c.startswith("params_")}
+    )
     if "duration_s" not in table and "duration" in table:
         table["duration_s"] = pd.to_timedelta(table["duration"]).dt.total_seconds()
     for col in ("user_attrs_folder", "user_attrs_reason"):
@@ -96,7 +120,7 @@ def _from_storage(url: str, study: str | None) -> pd.DataFrame:
     import optuna
 
     if url.startswith("sqlite:///"):
-        file = Path(url[len("sqlite:///"):])
+        file = Path(url[len("sqlite:///") :])
         if not file.is_file():  # Optuna would create an empty database there; say what is wrong instead
             raise FileNotFoundError(f"no study database at {file}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -105,13 +129,16 @@ def _from_storage(url: str, study: str | None) -> pd.DataFrame:
         names = optuna.study.get_all_study_names(storage=url)
         if study is None:
             if len(names) != 1:
-                raise ValueError(f"{url} holds {len(names)} studies ({', '.join(names)}): name one with study=...")
+                raise ValueError(
+                    f"{url} holds {len(names)} studies ({', '.join(names)}): name one with study=..."
+                )
             study = names[0]
         elif study not in names:
             raise ValueError(f"no study '{study}' in {url}; it holds: {', '.join(names) or 'none'}")
         s = optuna.load_study(study_name=study, storage=url)
     objectives = (s.user_attrs.get(ATTR_KEY) or {}).get("objectives") or (
-        ["value"] if len(s.directions) == 1 else [f"value_{i}" for i in range(len(s.directions))])
+        ["value"] if len(s.directions) == 1 else [f"value_{i}" for i in range(len(s.directions))]
+    )
     rows = []
     for t in s.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name}
@@ -119,12 +146,19 @@ def _from_storage(url: str, study: str | None) -> pd.DataFrame:
             row[name] = v
         row.update({f"params.{k}": v for k, v in t.params.items()})
         done = t.datetime_complete and t.datetime_start
-        row.update({"duration_s": (t.datetime_complete - t.datetime_start).total_seconds() if done else None,
-                    "folder": t.user_attrs.get("folder"), "reason": t.user_attrs.get("reason"),
-                    "status": t.user_attrs.get("status")})
+        row.update(
+            {
+                "duration_s": (t.datetime_complete - t.datetime_start).total_seconds() if done else None,
+                "folder": t.user_attrs.get("folder"),
+                "reason": t.user_attrs.get("reason"),
+                "status": t.user_attrs.get("status"),
+            }
+        )
         rows.append(row)
-    table = normalise(pd.DataFrame(rows, columns=["number", "state", *objectives]) if not rows else pd.DataFrame(rows),
-                      objectives)
+    table = normalise(
+        pd.DataFrame(rows, columns=["number", "state", *objectives]) if not rows else pd.DataFrame(rows),
+        objectives,
+    )
     table.attrs.update({"source": url, "study": study, "directions": [d.name.lower() for d in s.directions]})
     return table
 
@@ -170,8 +204,9 @@ def pruned_share(trials: pd.DataFrame) -> float:
     return float((trials["state"] == "PRUNED").sum() / finished) if finished else math.nan
 
 
-def best_trials(trials: pd.DataFrame, k: int = 5, objective: str | None = None,
-                direction: str | None = None) -> pd.DataFrame:
+def best_trials(
+    trials: pd.DataFrame, k: int = 5, objective: str | None = None, direction: str | None = None
+) -> pd.DataFrame:
     """The ``k`` best complete trials, best first, with their parameters and the overrides that re-run them
     (read from each trial folder's ``.hydra/overrides.yaml`` when it is there)."""
     objective = objective or trials.attrs["objectives"][0]
@@ -207,8 +242,10 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
     params = [c for c in trials.columns if c.startswith("params.")]
     done = trials[(trials["state"] == "COMPLETE") & trials[objective].notna()]
     if len(done) < 2 or not params:
-        raise ValueError(f"parameter importances need at least 2 complete trials with parameters; this search has "
-                         f"{len(done)} complete trial(s) and {len(params)} parameter(s)")
+        raise ValueError(
+            f"parameter importances need at least 2 complete trials with parameters; this search has "
+            f"{len(done)} complete trial(s) and {len(params)} parameter(s)"
+        )
     dists = {}
     for col in params:
         values = done[col].dropna()
@@ -227,11 +264,23 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
         study = optuna.create_study(direction="maximize")
         for _, r in done.iterrows():
             present = {c: r[c] for c in params if pd.notna(r[c])}
-            values = {c: (str(v) if isinstance(dists[c], CategoricalDistribution) else
-                          int(v) if isinstance(dists[c], IntDistribution) else float(v)) for c, v in present.items()}
-            study.add_trial(optuna.trial.create_trial(params=values, distributions={c: dists[c] for c in values},
-                                                      value=float(r[objective])))
+            values = {
+                c: (
+                    str(v)
+                    if isinstance(dists[c], CategoricalDistribution)
+                    else int(v)
+                    if isinstance(dists[c], IntDistribution)
+                    else float(v)
+                )
+                for c, v in present.items()
+            }
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=values, distributions={c: dists[c] for c in values}, value=float(r[objective])
+                )
+            )
         result = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)
+        )
     series = pd.Series({k.removeprefix("params."): float(v) for k, v in result.items()}, name="importance")
     return series.sort_values(ascending=False)

@@ -26,8 +26,20 @@ import pandas as pd
 try:  # harness.record is a stdlib-only module: the schema's owner
     from harness.record import NOT_IDENTITY as _RECORD_NOT_IDENTITY
 except ImportError:  # analysis installed without the harness: the list as of record version 1
-    _RECORD_NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find",
-                            "threads", "experiment_name", "prefix_cache", "diagnostics")
+    _RECORD_NOT_IDENTITY = (
+        "logger",
+        "resume",
+        "paths",
+        "progress",
+        "hydra",
+        "trial",
+        "checkpoint",
+        "lr_find",
+        "threads",
+        "experiment_name",
+        "prefix_cache",
+        "diagnostics",
+    )
 NOT_IDENTITY = tuple(k for k in dict.fromkeys((*_RECORD_NOT_IDENTITY, "device")) if k != "experiment_name")
 # Columns that name an experiment in labels (the identity itself is the whole config).
 LABEL_COLUMNS = ("experiment", "data", "model", "split", "transfer.b_domain")
@@ -57,7 +69,9 @@ class Selection:
         out = self.left_out if group is None else self.left_out[self.left_out["group"] == group]
         line = f"used {len(used)} of {len(used) + len(out)} runs"
         if len(out):
-            line += "; left out: " + ", ".join(f"{c} {r}" for r, c in out["reason"].value_counts().sort_index().items())
+            line += "; left out: " + ", ".join(
+                f"{c} {r}" for r, c in out["reason"].value_counts().sort_index().items()
+            )
         else:
             line += "; none left out"
         return line
@@ -66,15 +80,22 @@ class Selection:
 def reason_of(problem: str | None) -> str:
     """The short category of a load ``problem`` (the full text stays in ``detail``)."""
     text = str(problem)
-    for prefix, reason in (("failed", "failed"), ("pruned", "pruned"), ("schema version", "other schema version"),
-                           ("unreadable", "unreadable"), ("record of an unexpected shape", "unreadable"),
-                           ("no result.json", "no record (job died or still running)")):
+    for prefix, reason in (
+        ("failed", "failed"),
+        ("pruned", "pruned"),
+        ("schema version", "other schema version"),
+        ("unreadable", "unreadable"),
+        ("record of an unexpected shape", "unreadable"),
+        ("no result.json", "no record (job died or still running)"),
+    ):
         if text.startswith(prefix):
             return reason
     return "bad status"
 
 
-def select(runs: pd.DataFrame, *, view: str, in_view: pd.Series, metric: str | None, vary: Sequence[str]) -> Selection:
+def select(
+    runs: pd.DataFrame, *, view: str, in_view: pd.Series, metric: str | None, vary: Sequence[str]
+) -> Selection:
     """Split the runs of ``in_view`` into used and left out, and give every row its experiment ``group``.
 
     ``vary``: config keys (``config.`` columns, a trailing ``*`` for a prefix) that are grid dimensions or
@@ -90,7 +111,11 @@ def select(runs: pd.DataFrame, *, view: str, in_view: pd.Series, metric: str | N
     reasons[bad] = runs.loc[bad, "problem"].map(reason_of)
     details[bad] = runs.loc[bad, "problem"]
     if metric is not None:
-        values = pd.to_numeric(runs[metric], errors="coerce") if metric in runs else pd.Series(math.nan, index=runs.index)
+        values = (
+            pd.to_numeric(runs[metric], errors="coerce")
+            if metric in runs
+            else pd.Series(math.nan, index=runs.index)
+        )
         nan = ~bad & ~values.map(lambda v: isinstance(v, float) and math.isfinite(v))
         reasons[nan], details[nan] = "NaN metric", f"{metric} is missing or not finite"
     good = reasons.isna()
@@ -104,18 +129,33 @@ def select(runs: pd.DataFrame, *, view: str, in_view: pd.Series, metric: str | N
             runs.at[i, "group"] = by_digest[digest[i]]
         elif base[i] in by_base and len(by_base[base[i]]) == 1:
             runs.at[i, "group"] = by_base[base[i]][0]
-    left = [{"folder": runs.at[i, "folder"], "group": runs.at[i, "group"], "reason": reasons[i], "detail": details[i]}
-            for i in runs.index[~good]]
+    left = [
+        {
+            "folder": runs.at[i, "folder"],
+            "group": runs.at[i, "group"],
+            "reason": reasons[i],
+            "detail": details[i],
+        }
+        for i in runs.index[~good]
+    ]
     ok = runs[good]
     # The same run id twice in one experiment: keep the newest, leave the other out as a duplicate (not a
     # replicate). Two experiments may share a run (a grid and its quick version): each keeps its copy.
-    ok = ok.sort_values(["timing.finished", "folder"] if "timing.finished" in ok else ["folder"], kind="stable")
+    ok = ok.sort_values(
+        ["timing.finished", "folder"] if "timing.finished" in ok else ["folder"], kind="stable"
+    )
     dup = ok["run_id"].notna() & ok.duplicated(subset=["group", "run_id"], keep="last")
     kept = ok[~dup]
     for _, r in ok[dup].iterrows():
         twin = kept.loc[(kept["run_id"] == r["run_id"]) & (kept["group"] == r["group"]), "folder"].iloc[0]
-        left.append({"folder": r["folder"], "group": r["group"], "reason": "duplicate run",
-                     "detail": f"same run id {r['run_id']} as {twin} (same config, same numbers): counted once"})
+        left.append(
+            {
+                "folder": r["folder"],
+                "group": r["group"],
+                "reason": "duplicate run",
+                "detail": f"same run id {r['run_id']} as {twin} (same config, same numbers): counted once",
+            }
+        )
     left_out = pd.DataFrame(left, columns=["folder", "group", "reason", "detail"])
     used = kept.sort_values(["group", "folder"], kind="stable").reset_index(drop=True)
     return Selection(view, used, left_out, len(outside), outside["kind"].value_counts().to_dict())
@@ -123,9 +163,12 @@ def select(runs: pd.DataFrame, *, view: str, in_view: pd.Series, metric: str | N
 
 def identity_columns(runs: pd.DataFrame, vary: Sequence[str]) -> list[str]:
     prefixes = tuple(f"config.{k}." for k in NOT_IDENTITY) + tuple(
-        "config." + v[:-1] for v in vary if v.endswith("*"))
+        "config." + v[:-1] for v in vary if v.endswith("*")
+    )
     exact = {f"config.{k}" for k in NOT_IDENTITY} | {"config." + v for v in vary if not v.endswith("*")}
-    return [c for c in runs.columns if c.startswith("config.") and c not in exact and not c.startswith(prefixes)]
+    return [
+        c for c in runs.columns if c.startswith("config.") and c not in exact and not c.startswith(prefixes)
+    ]
 
 
 def experiment_groups(runs: pd.DataFrame, vary: Sequence[str]) -> pd.Series:

@@ -83,8 +83,17 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str, confidence: float 
     for keys, part in frame.groupby(by, sort=True, dropna=False):
         ci = t_interval(part[value].to_numpy(), confidence)
         keys = keys if isinstance(keys, tuple) else (keys,)
-        rows.append({**dict(zip(by, keys, strict=True)), "replicates": ci.n, "mean": ci.mean, "sd": ci.sd,
-                     "ci_lo": ci.lo, "ci_hi": ci.hi, "ci_half": ci.half})
+        rows.append(
+            {
+                **dict(zip(by, keys, strict=True)),
+                "replicates": ci.n,
+                "mean": ci.mean,
+                "sd": ci.sd,
+                "ci_lo": ci.lo,
+                "ci_hi": ci.hi,
+                "ci_half": ci.half,
+            }
+        )
     columns = [*by, "replicates", "mean", "sd", "ci_lo", "ci_hi", "ci_half"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -17,8 +17,9 @@ VARY = ("seed", "strategy.*", "lr", "init.*")
 
 def strategy_runs(runs: pd.DataFrame, metric: str = "metrics.test_acc") -> Selection:
     """The ordinary runs of ``runs`` with a ``variant`` column, grouped by experiment (seeds are replicates)."""
-    sel = select(runs, view=f"strategy comparison ({metric})", in_view=runs["kind"] == "run", metric=metric,
-                 vary=VARY)
+    sel = select(
+        runs, view=f"strategy comparison ({metric})", in_view=runs["kind"] == "run", metric=metric, vary=VARY
+    )
     sel.used["variant"] = variants(sel.used)
     return sel
 
@@ -43,13 +44,41 @@ def strategy_table(sel: Selection, metric: str = "metrics.test_acc") -> pd.DataF
     for (group, variant), part in sel.used.groupby(["group", "variant"], sort=True):
         acc = t_interval(100 * part[metric].astype(float).to_numpy())
         sec = t_interval(part["timing.seconds"].astype(float).dropna().to_numpy())
-        rows.append({"group": group, "variant": variant, "runs": len(part), "seeds": part["seed"].nunique(),
-                     "acc_mean": acc.mean, "acc_lo": acc.lo, "acc_hi": acc.hi,
-                     "seconds_mean": sec.mean, "seconds_lo": sec.lo, "seconds_hi": sec.hi,
-                     "samples_per_s": part.get("timing.samples_per_s", pd.Series(dtype=float)).astype(float).mean(),
-                     "note": "1 run: no CI" if acc.n == 1 else ""})
-    return pd.DataFrame(rows, columns=["group", "variant", "runs", "seeds", "acc_mean", "acc_lo", "acc_hi",
-                                       "seconds_mean", "seconds_lo", "seconds_hi", "samples_per_s", "note"])
+        rows.append(
+            {
+                "group": group,
+                "variant": variant,
+                "runs": len(part),
+                "seeds": part["seed"].nunique(),
+                "acc_mean": acc.mean,
+                "acc_lo": acc.lo,
+                "acc_hi": acc.hi,
+                "seconds_mean": sec.mean,
+                "seconds_lo": sec.lo,
+                "seconds_hi": sec.hi,
+                "samples_per_s": part.get("timing.samples_per_s", pd.Series(dtype=float))
+                .astype(float)
+                .mean(),
+                "note": "1 run: no CI" if acc.n == 1 else "",
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "group",
+            "variant",
+            "runs",
+            "seeds",
+            "acc_mean",
+            "acc_lo",
+            "acc_hi",
+            "seconds_mean",
+            "seconds_lo",
+            "seconds_hi",
+            "samples_per_s",
+            "note",
+        ],
+    )
 
 
 def phase_boundaries(history: pd.DataFrame) -> pd.DataFrame:
@@ -61,5 +90,12 @@ def phase_boundaries(history: pd.DataFrame) -> pd.DataFrame:
         change = run["phase_index"].diff().fillna(0) != 0
         prev_step = run["step"].shift(1)
         for i in run.index[change]:
-            rows.append({"folder": folder, "epoch": run.at[i, "epoch"], "step": prev_step[i], "phase": run.at[i, "phase"]})
+            rows.append(
+                {
+                    "folder": folder,
+                    "epoch": run.at[i, "epoch"],
+                    "step": prev_step[i],
+                    "phase": run.at[i, "phase"],
+                }
+            )
     return pd.DataFrame(rows, columns=["folder", "epoch", "step", "phase"])

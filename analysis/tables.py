@@ -12,8 +12,20 @@ from pathlib import Path
 import pandas as pd
 
 _MD_SPECIAL = "\\`*_[]<>|#"
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+}
 
 
 def escape_md(text) -> str:
@@ -50,8 +62,10 @@ def markdown_table(frame: pd.DataFrame, digits: int | dict = 2) -> str:
         return "_(no rows)_\n"
     text = _formatted(frame, digits)
     numeric = [pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns]
-    lines = ["| " + " | ".join(escape_md(c) for c in frame.columns) + " |",
-             "|" + "|".join("---:" if num else ":---" for num in numeric) + "|"]
+    lines = [
+        "| " + " | ".join(escape_md(c) for c in frame.columns) + " |",
+        "|" + "|".join("---:" if num else ":---" for num in numeric) + "|",
+    ]
     lines += ["| " + " | ".join(escape_md(v) for v in row) + " |" for row in text.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
@@ -66,14 +80,20 @@ def latex_table(frame: pd.DataFrame, *, caption: str = "", label: str = "", digi
         lines.append(r"\caption{" + escape_latex(caption) + "}")
     if label:
         lines.append(r"\label{" + escape_latex(label) + "}")
-    lines += [r"\begin{tabular}{" + spec + "}", r"\toprule",
-              " & ".join(escape_latex(c) for c in frame.columns) + r" \\", r"\midrule"]
+    lines += [
+        r"\begin{tabular}{" + spec + "}",
+        r"\toprule",
+        " & ".join(escape_latex(c) for c in frame.columns) + r" \\",
+        r"\midrule",
+    ]
     lines += [" & ".join(escape_latex(v) for v in row) + r" \\" for row in text.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"
 
 
-def write_table(frame: pd.DataFrame, folder: Path, name: str, *, caption: str = "", digits: int | dict = 2) -> dict:
+def write_table(
+    frame: pd.DataFrame, folder: Path, name: str, *, caption: str = "", digits: int | dict = 2
+) -> dict:
     """``<folder>/<name>.csv`` (full precision) and ``<name>.tex``; returns their paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / f"{name}.csv", "tex": folder / f"{name}.tex"}

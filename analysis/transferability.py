@@ -26,8 +26,17 @@ N_TREATMENTS = ("BnB", "BnB+", "AnB", "AnB+", "random")  # the treatments that c
 ORDER = ("baseB", *N_TREATMENTS, "warm", "scratch")
 # Grid dimensions and replicates of a transfer grid: not part of an experiment's identity. A treatment's
 # strategy, init and half are what the treatment was rewritten into, so they vary with it too.
-VARY = ("seed", "split.seed", "transfer.treatment", "transfer.n", "transfer.rewritten", "transfer.cache_dir",
-        "strategy.*", "init.*", "half")
+VARY = (
+    "seed",
+    "split.seed",
+    "transfer.treatment",
+    "transfer.n",
+    "transfer.rewritten",
+    "transfer.cache_dir",
+    "strategy.*",
+    "init.*",
+    "half",
+)
 TOLERANCE = 1.0  # points: "about equal" means the whole 95% CI of the difference lies within +-1 point
 
 
@@ -54,20 +63,29 @@ def transfer_data(runs: pd.DataFrame, metric: str = "test_acc_best_k") -> Transf
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}: choose one of {', '.join(METRICS)}")
     column = METRICS[metric]
-    sel = select(runs, view=f"transferability ({column})", in_view=runs["kind"] == "treatment", metric=column,
-                 vary=VARY)
+    sel = select(
+        runs,
+        view=f"transferability ({column})",
+        in_view=runs["kind"] == "treatment",
+        metric=column,
+        vary=VARY,
+    )
     used = sel.used
-    values = pd.DataFrame({
-        "group": used["group"],
-        "treatment": used["transfer.treatment"],
-        "n": pd.to_numeric(used["transfer.n"], errors="coerce"),
-        "layers": pd.to_numeric(used.get("transfer.layers"), errors="coerce"),
-        "split_seed": used.get("transfer.split_seed"),
-        "seed": used.get("transfer.seed"),
-        "folder": used["folder"],
-        "value": 100 * used[column].astype(float),
-    })
-    values["replicate"] = [f"split {s}, seed {d}" for s, d in zip(values["split_seed"], values["seed"], strict=True)]
+    values = pd.DataFrame(
+        {
+            "group": used["group"],
+            "treatment": used["transfer.treatment"],
+            "n": pd.to_numeric(used["transfer.n"], errors="coerce"),
+            "layers": pd.to_numeric(used.get("transfer.layers"), errors="coerce"),
+            "split_seed": used.get("transfer.split_seed"),
+            "seed": used.get("transfer.seed"),
+            "folder": used["folder"],
+            "value": 100 * used[column].astype(float),
+        }
+    )
+    values["replicate"] = [
+        f"split {s}, seed {d}" for s, d in zip(values["split_seed"], values["seed"], strict=True)
+    ]
     bases = _bases(used, metric)
     notes: dict[str, list[str]] = {}
     for group, part in used.groupby("group", sort=False):
@@ -83,8 +101,12 @@ def _bases(used: pd.DataFrame, metric: str) -> pd.DataFrame:
     rows = []
     for (group, key), part in used.groupby(["group", key_col], sort=False):
         first = part.iloc[0]
-        replicates = sorted({f"split {s}, seed {d}" for s, d in zip(part["transfer.split_seed"], part["transfer.seed"],
-                                                                    strict=True)})
+        replicates = sorted(
+            {
+                f"split {s}, seed {d}"
+                for s, d in zip(part["transfer.split_seed"], part["transfer.seed"], strict=True)
+            }
+        )
         value = pd.to_numeric(pd.Series([first[value_col]]), errors="coerce").iloc[0]
         for r in replicates:
             rows.append({"group": group, "key": key, "replicate": r, "value": 100 * value})
@@ -103,12 +125,16 @@ def _caveats(part: pd.DataFrame, metric: str, bases: pd.DataFrame) -> list[str]:
                 f"alternative (`--metric test_acc`)."
             )
     if bases["value"].isna().any():
-        notes.append(f"{bases.loc[bases['value'].isna(), 'key'].nunique()} baseB record(s) have no {metric}: "
-                     f"left out of the baseB line and of every comparison with baseB")
+        notes.append(
+            f"{bases.loc[bases['value'].isna(), 'key'].nunique()} baseB record(s) have no {metric}: "
+            f"left out of the baseB line and of every comparison with baseB"
+        )
     replicates = part.groupby(["transfer.treatment", "transfer.n"], dropna=False).size()
     if len(replicates) and replicates.max() < 2:
-        notes.append("one replicate per (treatment, n): no confidence intervals; every finding is inconclusive "
-                     "(run more split seeds, e.g. experiment=transferability)")
+        notes.append(
+            "one replicate per (treatment, n): no confidence intervals; every finding is inconclusive "
+            "(run more split seeds, e.g. experiment=transferability)"
+        )
     return notes
 
 
@@ -130,16 +156,35 @@ def baseb_line(td: TransferData) -> pd.DataFrame:
     rows = []
     for group in td.groups:
         b = td.bases[(td.bases["group"] == group) & td.bases["value"].notna()]
-        per_rep = b.groupby("replicate").agg(keys=("key", lambda k: tuple(sorted(set(k)))), value=("value", "mean"))
+        per_rep = b.groupby("replicate").agg(
+            keys=("key", lambda k: tuple(sorted(set(k)))), value=("value", "mean")
+        )
         distinct = per_rep.drop_duplicates("keys")["value"]
         ci = t_interval(distinct.to_numpy())
         note = _ci_note(ci)
         nkeys = b["key"].nunique()
         if nkeys > len(per_rep):
-            note = "; ".join(x for x in (note, f"{nkeys} cache keys for {len(per_rep)} replicates: a base trained "
-                                              f"again under a new key counts once") if x)
-        rows.append({"group": group, "bases": ci.n, "keys": nkeys, "mean": ci.mean, "sd": ci.sd, "ci_lo": ci.lo,
-                     "ci_hi": ci.hi, "note": note})
+            note = "; ".join(
+                x
+                for x in (
+                    note,
+                    f"{nkeys} cache keys for {len(per_rep)} replicates: a base trained "
+                    f"again under a new key counts once",
+                )
+                if x
+            )
+        rows.append(
+            {
+                "group": group,
+                "bases": ci.n,
+                "keys": nkeys,
+                "mean": ci.mean,
+                "sd": ci.sd,
+                "ci_lo": ci.lo,
+                "ci_hi": ci.hi,
+                "note": note,
+            }
+        )
     return pd.DataFrame(rows, columns=["group", "bases", "keys", "mean", "sd", "ci_lo", "ci_hi", "note"])
 
 
@@ -152,18 +197,50 @@ def ci_table(td: TransferData) -> pd.DataFrame:
         part = td.values[td.values["group"] == group]
         layers = td.layers(group)
         b = line.loc[group]
-        rows.append({"group": group, "treatment": "baseB", "n": 0, "layers": layers, "runs": int(b["bases"]),
-                     "replicates": int(b["bases"]), "mean": b["mean"], "sd": b["sd"], "ci_lo": b["ci_lo"],
-                     "ci_hi": b["ci_hi"], "delta": 0.0, "delta_lo": math.nan, "delta_hi": math.nan, "note": b["note"]})
+        rows.append(
+            {
+                "group": group,
+                "treatment": "baseB",
+                "n": 0,
+                "layers": layers,
+                "runs": int(b["bases"]),
+                "replicates": int(b["bases"]),
+                "mean": b["mean"],
+                "sd": b["sd"],
+                "ci_lo": b["ci_lo"],
+                "ci_hi": b["ci_hi"],
+                "delta": 0.0,
+                "delta_lo": math.nan,
+                "delta_hi": math.nan,
+                "note": b["note"],
+            }
+        )
         base = baseb_per_replicate(td, group)
         for (treatment, n), cell in part.groupby(["treatment", "n"], dropna=False, sort=False):
             per_rep = cell.groupby("replicate")["value"].mean()  # several runs of one replicate count once
             ci = t_interval(per_rep.to_numpy())
             diffs = [v - base[r] for r, v in per_rep.items() if r in base]
-            dci = t_interval(np.array(diffs)) if diffs else Interval(math.nan, math.nan, math.nan, math.nan, 0)
-            rows.append({"group": group, "treatment": treatment, "n": n, "layers": layers, "runs": len(cell),
-                         "replicates": ci.n, "mean": ci.mean, "sd": ci.sd, "ci_lo": ci.lo, "ci_hi": ci.hi,
-                         "delta": dci.mean, "delta_lo": dci.lo, "delta_hi": dci.hi, "note": _ci_note(ci)})
+            dci = (
+                t_interval(np.array(diffs)) if diffs else Interval(math.nan, math.nan, math.nan, math.nan, 0)
+            )
+            rows.append(
+                {
+                    "group": group,
+                    "treatment": treatment,
+                    "n": n,
+                    "layers": layers,
+                    "runs": len(cell),
+                    "replicates": ci.n,
+                    "mean": ci.mean,
+                    "sd": ci.sd,
+                    "ci_lo": ci.lo,
+                    "ci_hi": ci.hi,
+                    "delta": dci.mean,
+                    "delta_lo": dci.lo,
+                    "delta_hi": dci.hi,
+                    "note": _ci_note(ci),
+                }
+            )
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -171,7 +248,11 @@ def ci_table(td: TransferData) -> pd.DataFrame:
     table["_order"] = table["treatment"].map({t: i for i, t in enumerate(ORDER)}).fillna(len(ORDER))
     table = table.sort_values(["group", "_order", "treatment", "n"], kind="stable").drop(columns="_order")
     table["group"] = pd.Categorical(table["group"], categories=td.groups, ordered=True)
-    return table.sort_values("group", kind="stable").assign(group=lambda t: t["group"].astype(str)).reset_index(drop=True)
+    return (
+        table.sort_values("group", kind="stable")
+        .assign(group=lambda t: t["group"].astype(str))
+        .reset_index(drop=True)
+    )
 
 
 def _ci_note(ci: Interval) -> str:
@@ -227,36 +308,78 @@ class Finding:
 
 
 FINDINGS = (
-    Finding("F1", "AnB ~ baseB for n = 1, 2 (general first layers)", "equal", "",
-            lambda c, L: _minus(_mean_of(c, "AnB", [1, 2]), c.get("baseB")),
-            lambda L: "mean AnB(n = 1, 2) - baseB"),
-    Finding("F2", "AnB falls as n grows (specific top layers)", "less", "",
-            lambda c, L: _minus(c.get(("AnB", L - 1)), c.get(("AnB", 1))),
-            lambda L: f"AnB(n = {L - 1}) - AnB(n = 1)"),
-    Finding("F3", "BnB dips in the middle layers (fragile co-adaptation)", "less", "",
-            lambda c, L: _minus(_mean_of(c, "BnB", middle(L)), c.get("baseB")),
-            lambda L: f"mean BnB({_ns(middle(L))}) - baseB"),
-    Finding("F4", "BnB recovers at the top", "greater", "",
-            lambda c, L: _minus(c.get(("BnB", L - 1)), _mean_of(c, "BnB", middle(L))),
-            lambda L: f"BnB(n = {L - 1}) - mean BnB({_ns(middle(L))})"),
-    Finding("F5", "BnB+ ~ baseB (fine-tuning undoes the co-adaptation loss)", "equal", "",
-            lambda c, L: _minus(_mean_of(c, "BnB+", list(range(1, L))), c.get("baseB")),
-            lambda L: f"mean BnB+({_ns(list(range(1, L)))}) - baseB"),
-    Finding("F6", "AnB+ > baseB at every n (transfer + fine-tuning generalises better)", "greater_each",
-            "+1.6 averaged (paper text)",
-            lambda c, L: _minus(_mean_of(c, "AnB+", list(range(1, L))), c.get("baseB")),
-            lambda L: f"mean AnB+({_ns(list(range(1, L)))}) - baseB"),
-    Finding("F7", "AnB+ > baseB in the upper half of n", "greater",
-            "+2.1 for n >= 5 (paper text; here the upper half of n)",
-            lambda c, L: _minus(_mean_of(c, "AnB+", upper(L)), c.get("baseB")),
-            lambda L: f"mean AnB+({_ns(upper(L))}) - baseB"),
-    Finding("F8", "The drop at the top n is larger for a dissimilar split", "dissimilar",
-            "about 3x larger at n = 7 (paper text; not in the reference table)", None,
-            lambda L: f"[AnB(n = {L - 1}) - baseB] dissimilar - same, similar split"),
-    Finding("F9", "Random frozen layers are far worse than transferred ones", "less",
-            "far worse (paper text; not in the reference table)",
-            lambda c, L: _minus(_mean_of(c, "random", list(range(1, L))), _mean_of(c, "AnB", list(range(1, L)))),
-            lambda L: f"mean over {_ns(list(range(1, L)))} of random - AnB"),
+    Finding(
+        "F1",
+        "AnB ~ baseB for n = 1, 2 (general first layers)",
+        "equal",
+        "",
+        lambda c, L: _minus(_mean_of(c, "AnB", [1, 2]), c.get("baseB")),
+        lambda L: "mean AnB(n = 1, 2) - baseB",
+    ),
+    Finding(
+        "F2",
+        "AnB falls as n grows (specific top layers)",
+        "less",
+        "",
+        lambda c, L: _minus(c.get(("AnB", L - 1)), c.get(("AnB", 1))),
+        lambda L: f"AnB(n = {L - 1}) - AnB(n = 1)",
+    ),
+    Finding(
+        "F3",
+        "BnB dips in the middle layers (fragile co-adaptation)",
+        "less",
+        "",
+        lambda c, L: _minus(_mean_of(c, "BnB", middle(L)), c.get("baseB")),
+        lambda L: f"mean BnB({_ns(middle(L))}) - baseB",
+    ),
+    Finding(
+        "F4",
+        "BnB recovers at the top",
+        "greater",
+        "",
+        lambda c, L: _minus(c.get(("BnB", L - 1)), _mean_of(c, "BnB", middle(L))),
+        lambda L: f"BnB(n = {L - 1}) - mean BnB({_ns(middle(L))})",
+    ),
+    Finding(
+        "F5",
+        "BnB+ ~ baseB (fine-tuning undoes the co-adaptation loss)",
+        "equal",
+        "",
+        lambda c, L: _minus(_mean_of(c, "BnB+", list(range(1, L))), c.get("baseB")),
+        lambda L: f"mean BnB+({_ns(list(range(1, L)))}) - baseB",
+    ),
+    Finding(
+        "F6",
+        "AnB+ > baseB at every n (transfer + fine-tuning generalises better)",
+        "greater_each",
+        "+1.6 averaged (paper text)",
+        lambda c, L: _minus(_mean_of(c, "AnB+", list(range(1, L))), c.get("baseB")),
+        lambda L: f"mean AnB+({_ns(list(range(1, L)))}) - baseB",
+    ),
+    Finding(
+        "F7",
+        "AnB+ > baseB in the upper half of n",
+        "greater",
+        "+2.1 for n >= 5 (paper text; here the upper half of n)",
+        lambda c, L: _minus(_mean_of(c, "AnB+", upper(L)), c.get("baseB")),
+        lambda L: f"mean AnB+({_ns(upper(L))}) - baseB",
+    ),
+    Finding(
+        "F8",
+        "The drop at the top n is larger for a dissimilar split",
+        "dissimilar",
+        "about 3x larger at n = 7 (paper text; not in the reference table)",
+        None,
+        lambda L: f"[AnB(n = {L - 1}) - baseB] dissimilar - same, similar split",
+    ),
+    Finding(
+        "F9",
+        "Random frozen layers are far worse than transferred ones",
+        "less",
+        "far worse (paper text; not in the reference table)",
+        lambda c, L: _minus(_mean_of(c, "random", list(range(1, L))), _mean_of(c, "AnB", list(range(1, L)))),
+        lambda L: f"mean over {_ns(list(range(1, L)))} of random - AnB",
+    ),
 )
 
 
@@ -290,7 +413,9 @@ def _pts(ci: Interval) -> str:
     return ci.text(digits=2, signed=True).replace(" (n=", " pts (n=") if not math.isnan(ci.mean) else "n/a"
 
 
-def findings(td: TransferData, tolerance: float = TOLERANCE, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+def findings(
+    td: TransferData, tolerance: float = TOLERANCE, reference: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """The paper's findings (DESIGN.md section 3), checked per group. Columns: group, id, finding, paper,
     measured, holds (yes | no | inconclusive | not measured), why, d, d_lo, d_hi, replicates.
 
@@ -306,7 +431,19 @@ def findings(td: TransferData, tolerance: float = TOLERANCE, reference: pd.DataF
         cells = _cells(td, group)
         for f in FINDINGS:
             rows.append({"group": group, **_check(f, td, group, cells, layers, paper, tolerance)})
-    columns = ["group", "id", "finding", "paper", "measured", "holds", "why", "d", "d_lo", "d_hi", "replicates"]
+    columns = [
+        "group",
+        "id",
+        "finding",
+        "paper",
+        "measured",
+        "holds",
+        "why",
+        "d",
+        "d_lo",
+        "d_hi",
+        "replicates",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -326,8 +463,16 @@ def _check(f: Finding, td: TransferData, group: str, cells, layers: int, paper, 
     if f.claim == "greater_each" and not math.isnan(ci.mean):
         holds, why, per_n = _every_n(cells, layers, tolerance, holds, why)
         measured += f"; per n: {per_n}"
-    return {**row, "measured": measured, "holds": holds, "why": why, "d": ci.mean, "d_lo": ci.lo, "d_hi": ci.hi,
-            "replicates": ci.n}
+    return {
+        **row,
+        "measured": measured,
+        "holds": holds,
+        "why": why,
+        "d": ci.mean,
+        "d_lo": ci.lo,
+        "d_hi": ci.hi,
+        "replicates": ci.n,
+    }
 
 
 def _every_n(cells, layers, tolerance, holds, why):
@@ -351,7 +496,11 @@ def dissimilar_partner(td: TransferData, group: str) -> tuple[str | None, str | 
     """(similar group, dissimilar group) of the same experiment, data and model, when both are present."""
     info = td.selection.used.drop_duplicates("group").set_index("group")
     me = info.loc[group]
-    same = info[(info["experiment"] == me["experiment"]) & (info["data"] == me["data"]) & (info["model"] == me["model"])]
+    same = info[
+        (info["experiment"] == me["experiment"])
+        & (info["data"] == me["data"])
+        & (info["model"] == me["model"])
+    ]
     domain = same["transfer.b_domain"] if "transfer.b_domain" in same else pd.Series(None, index=same.index)
     similar = [g for g in same.index if not _present(domain[g])]
     dissimilar = [g for g in same.index if _present(domain[g])]
@@ -366,9 +515,13 @@ def _check_dissimilar(f: Finding, td: TransferData, group: str, layers: int, tol
     similar, dissimilar = dissimilar_partner(td, group)
     empty = {"paper": f.paper_says, "d": math.nan, "d_lo": math.nan, "d_hi": math.nan, "replicates": 0}
     if similar is None or dissimilar is None:
-        return {**empty, "measured": "no dissimilar split in these runs (its B half differs in kind, "
-                                     "`transfer.b_domain` set, e.g. split=mnist_dissimilar)",
-                "holds": "not measured", "why": "needs a similar and a dissimilar grid of the same experiment"}
+        return {
+            **empty,
+            "measured": "no dissimilar split in these runs (its B half differs in kind, "
+            "`transfer.b_domain` set, e.g. split=mnist_dissimilar)",
+            "holds": "not measured",
+            "why": "needs a similar and a dissimilar grid of the same experiment",
+        }
 
     def drops(g):
         L = td.layers(g)
@@ -378,17 +531,31 @@ def _check_dissimilar(f: Finding, td: TransferData, group: str, layers: int, tol
     sim, ls = drops(similar)
     dis, ld = drops(dissimilar)
     if not len(sim) or not len(dis):
-        return {**empty, "measured": "AnB at the top n or baseB missing in one of the two grids",
-                "holds": "not measured", "why": "no drop to compare"}
+        return {
+            **empty,
+            "measured": "AnB at the top n or baseB missing in one of the two grids",
+            "holds": "not measured",
+            "why": "no drop to compare",
+        }
     ci = welch_interval(dis, sim)
     s, d = t_interval(sim), t_interval(dis)
     ratio = d.mean / s.mean if s.mean else math.nan
     other = dissimilar if group == similar else similar
-    measured = (f"drop AnB(n = {ls - 1}) - baseB: similar {_pts(s)}, dissimilar {_pts(d)}, ratio {ratio:.1f}x; "
-                f"dissimilar - similar = {_pts(ci)} (Welch; paired with group '{other}')")
+    measured = (
+        f"drop AnB(n = {ls - 1}) - baseB: similar {_pts(s)}, dissimilar {_pts(d)}, ratio {ratio:.1f}x; "
+        f"dissimilar - similar = {_pts(ci)} (Welch; paired with group '{other}')"
+    )
     holds, why = verdict(ci, "less", tolerance)
-    return {**empty, "measured": measured, "holds": holds, "why": why, "d": ci.mean, "d_lo": ci.lo, "d_hi": ci.hi,
-            "replicates": ci.n}
+    return {
+        **empty,
+        "measured": measured,
+        "holds": holds,
+        "why": why,
+        "d": ci.mean,
+        "d_lo": ci.lo,
+        "d_hi": ci.hi,
+        "replicates": ci.n,
+    }
 
 
 # --- the paper side by side -------------------------------------------------------------------------------------
@@ -401,14 +568,32 @@ def side_by_side(td: TransferData, reference: pd.DataFrame | None = None) -> pd.
     rows = []
     pbase = float(ref.loc[ref["treatment"] == "baseB", "top1"].iloc[0])
     for _, r in ref.iterrows():
-        rows.append({"source": "paper", "treatment": r["treatment"], "layers": paper_ref.LAYERS, "n": int(r["n"]),
-                     "depth": r["n"] / paper_ref.LAYERS, "top1": float(r["top1"]), "delta": float(r["top1"]) - pbase})
+        rows.append(
+            {
+                "source": "paper",
+                "treatment": r["treatment"],
+                "layers": paper_ref.LAYERS,
+                "n": int(r["n"]),
+                "depth": r["n"] / paper_ref.LAYERS,
+                "top1": float(r["top1"]),
+                "delta": float(r["top1"]) - pbase,
+            }
+        )
     table = ci_table(td)
     for _, r in table.iterrows():
         if not _present(r["n"]):
             continue
-        rows.append({"source": r["group"], "treatment": r["treatment"], "layers": r["layers"], "n": int(r["n"]),
-                     "depth": r["n"] / r["layers"], "top1": r["mean"], "delta": r["delta"]})
+        rows.append(
+            {
+                "source": r["group"],
+                "treatment": r["treatment"],
+                "layers": r["layers"],
+                "n": int(r["n"]),
+                "depth": r["n"] / r["layers"],
+                "top1": r["mean"],
+                "delta": r["delta"],
+            }
+        )
     return pd.DataFrame(rows, columns=["source", "treatment", "layers", "n", "depth", "top1", "delta"])
 
 
@@ -420,7 +605,8 @@ def side_by_side_wide(long: pd.DataFrame, group: str) -> pd.DataFrame:
     for name, part in (("here", here), ("paper", paper)):
         for _, r in part.iterrows():
             out.setdefault(r["treatment"], {})[f"{name} n={r['n']}" if r["n"] else f"{name} baseB (%)"] = (
-                r["top1"] if r["treatment"] == "baseB" else r["delta"])
+                r["top1"] if r["treatment"] == "baseB" else r["delta"]
+            )
     wide = pd.DataFrame.from_dict(out, orient="index")
     order = [t for t in ORDER if t in wide.index]
     cols = sorted(wide.columns, key=lambda c: (not c.startswith("here"), "baseB" not in c, _n_of(c)))

@@ -281,8 +281,13 @@ def bench_fastai(repeats: int, epochs: int = 3) -> dict:
 
     def round_inputs(r: int):
         """The round's config (seed r) and the starting weights both sides load."""
-        options = ["strategy=full_unfreeze", f"strategy.epochs={epochs}", "strategy.bn=train", f"seed={r}",
-                   "test_every_epoch=false"]
+        options = [
+            "strategy=full_unfreeze",
+            f"strategy.epochs={epochs}",
+            "strategy.bn=train",
+            f"seed={r}",
+            "test_every_epoch=false",
+        ]
         cfg = _cfg(options)
         return cfg, copy.deepcopy(build_run(cfg).model.net.state_dict())
 
@@ -405,6 +410,7 @@ def bench_diagnostics(repeats: int) -> dict:
     from harness.diagnostics import WeightDiagnostics
 
     full = ["strategy=full_unfreeze", "strategy.epochs=2"]
+
     def measure(hooks):
         return lambda _: (fit_seconds(full, hooks), cached_epoch_seconds(hooks))
 

@@ -31,7 +31,9 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"checkpoint '{path}' does not exist")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one loses its directory
-        raise ConfigError(f"checkpoint '{path}' is unreadable: truncated, or not a file written by torch.save")
+        raise ConfigError(
+            f"checkpoint '{path}' is unreadable: truncated, or not a file written by torch.save"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -43,7 +45,9 @@ def load(path: str | Path) -> dict:
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"checkpoint '{path}' is unreadable (truncated or not a checkpoint): {first}") from None
+        raise ConfigError(
+            f"checkpoint '{path}' is unreadable (truncated or not a checkpoint): {first}"
+        ) from None
     if not isinstance(state, dict) or "model" not in state:
         raise ConfigError(f"checkpoint '{path}' is not a freezelab checkpoint (no 'model' entry)")
     if state.get("version") != CHECKPOINT_VERSION:
@@ -66,7 +70,9 @@ def load_model_state(model: GroupedModel, state: dict, path, *, n_groups: int | 
         if not any(g.owns(key) for g in groups):
             continue
         if key not in source:
-            raise ConfigError(f"checkpoint '{path}' has no entry '{key}' for layer group of this model; architectures differ")
+            raise ConfigError(
+                f"checkpoint '{path}' has no entry '{key}' for layer group of this model; architectures differ"
+            )
         if source[key].shape != value.shape:
             raise ConfigError(
                 f"checkpoint '{path}': '{key}' has shape {tuple(source[key].shape)}, this model needs {tuple(value.shape)}"

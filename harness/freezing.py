@@ -35,7 +35,9 @@ class GroupParams:
 
 def split_group_params(model: GroupedModel) -> list[GroupParams]:
     by_group = group_parameters(model)
-    norm_ids = {id(p) for m in model.net.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
+    norm_ids = {
+        id(p) for m in model.net.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)
+    }
     return [
         GroupParams(g.name, [p for p in ps if id(p) in norm_ids], [p for p in ps if id(p) not in norm_ids])
         for g, ps in zip(model.groups, by_group, strict=True)

@@ -57,7 +57,9 @@ def groups_from_config(spec) -> list[LayerGroup]:
     groups = []
     for i, item in enumerate(spec):
         if "name" not in item or "modules" not in item:
-            raise ConfigError(f"model.groups[{i}] must have 'name' and 'modules' (a list of module-name prefixes)")
+            raise ConfigError(
+                f"model.groups[{i}] must have 'name' and 'modules' (a list of module-name prefixes)"
+            )
         modules = item["modules"]
         if isinstance(modules, str):
             modules = [modules]
@@ -69,7 +71,9 @@ def _owner(groups: list[LayerGroup], qualified_name: str) -> int | None:
     owners = [i for i, g in enumerate(groups) if g.owns(qualified_name)]
     if len(owners) > 1:
         names = ", ".join(groups[i].name for i in owners)
-        raise ConfigError(f"parameter '{qualified_name}' is claimed by several layer groups ({names}); give each module to one group")
+        raise ConfigError(
+            f"parameter '{qualified_name}' is claimed by several layer groups ({names}); give each module to one group"
+        )
     return owners[0] if owners else None
 
 
@@ -88,7 +92,9 @@ def group_parameters(model: GroupedModel) -> list[list[nn.Parameter]]:
     for qname, param in model.net.named_parameters():
         i = _owner(groups, qname)
         if i is None:
-            raise ConfigError(f"parameter '{qname}' belongs to no layer group; add its module to model.groups")
+            raise ConfigError(
+                f"parameter '{qname}' belongs to no layer group; add its module to model.groups"
+            )
         params[i].append(param)
     return params
 

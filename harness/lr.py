@@ -45,13 +45,17 @@ def parse_lr(value, where: str = "lr") -> LrSpec:
     if isinstance(value, Mapping):
         unknown = set(value) - {"lo", "hi"}
         if unknown or "hi" not in value:
-            raise ConfigError(f"{where} must be a number, {{hi: ...}} or {{lo: ..., hi: ...}}; got keys {sorted(value)}")
+            raise ConfigError(
+                f"{where} must be a number, {{hi: ...}} or {{lo: ..., hi: ...}}; got keys {sorted(value)}"
+            )
         hi = _positive(value["hi"], f"{where}.hi")
         if value.get("lo") is None:
             return LrSlice(hi)
         lo = _positive(value["lo"], f"{where}.lo")
         if lo > hi:
-            raise ConfigError(f"{where}: lo={lo:g} is greater than hi={hi:g}; a slice goes from low (input side) to high (head)")
+            raise ConfigError(
+                f"{where}: lo={lo:g} is greater than hi={hi:g}; a slice goes from low (input side) to high (head)"
+            )
         return LrSlice(hi, lo)
     if isinstance(value, Sequence) and not isinstance(value, str):
         return tuple(_positive(v, f"{where}[{i}]") for i, v in enumerate(value))
@@ -62,7 +66,9 @@ def spread(lr: LrSpec, n_groups: int, where: str = "lr") -> list[float]:
     """The learning rate of each of ``n_groups`` groups, input side first."""
     if isinstance(lr, tuple):
         if len(lr) != n_groups:
-            raise ConfigError(f"{where} lists {len(lr)} learning rates but the model has {n_groups} layer groups")
+            raise ConfigError(
+                f"{where} lists {len(lr)} learning rates but the model has {n_groups} layer groups"
+            )
         return list(lr)
     if isinstance(lr, LrSlice):
         if lr.lo is None:

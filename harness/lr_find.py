@@ -53,7 +53,9 @@ def suggest_minimum(lrs, losses) -> float:
 
 def suggest_steep(lrs, losses) -> float:
     """The rate where the loss falls fastest against log(lr)."""
-    slopes = [(losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)]
+    slopes = [
+        (losses[i + 1] - losses[i]) / (math.log(lrs[i + 1]) - math.log(lrs[i])) for i in range(len(lrs) - 1)
+    ]
     return lrs[min(range(len(slopes)), key=slopes.__getitem__)]
 
 
@@ -73,11 +75,26 @@ def suggest_valley(lrs, losses) -> float:
     return lrs[best_start + int(third) + int(third / 2)]
 
 
-def lr_find(model, params, plan, data, optim_cfg, *, device, batch_size: int, start_lr=1e-7, end_lr=10.0,
-            num_it=100, stop_div=True, seed=0) -> LrFindResult:
+def lr_find(
+    model,
+    params,
+    plan,
+    data,
+    optim_cfg,
+    *,
+    device,
+    batch_size: int,
+    start_lr=1e-7,
+    end_lr=10.0,
+    num_it=100,
+    stop_div=True,
+    seed=0,
+) -> LrFindResult:
     """Run the range test on the plan's first phase and restore model and optimizer afterwards."""
     if not 0 < start_lr < end_lr:
-        raise ConfigError(f"lr_find: start_lr={start_lr} and end_lr={end_lr} must satisfy 0 < start_lr < end_lr")
+        raise ConfigError(
+            f"lr_find: start_lr={start_lr} and end_lr={end_lr} must satisfy 0 < start_lr < end_lr"
+        )
     phase = plan.phases[0]
     ratios = [lr / max(phase.lr) for lr in phase.lr]
     saved_model = copy.deepcopy(model.net.state_dict())
@@ -93,7 +110,9 @@ def lr_find(model, params, plan, data, optim_cfg, *, device, batch_size: int, st
     try:
         while step < num_it:
             freezing.set_modes(model, phase.trainable, plan.bn)
-            for x, y in batches(data.train, batch_size, shuffle=True, seed=seed * 7919 + epoch, device=device):
+            for x, y in batches(
+                data.train, batch_size, shuffle=True, seed=seed * 7919 + epoch, device=device
+            ):
                 lr = exp_rate(start_lr, end_lr, step / (num_it - 1))
                 set_rates(optimizer, ratios, lr, None)
                 optimizer.zero_grad(set_to_none=True)
@@ -124,9 +143,17 @@ def lr_find(model, params, plan, data, optim_cfg, *, device, batch_size: int, st
     lo, hi = num_it // 10, max(num_it // 10 + 2, len(lrs) - 5)
     cut_lrs, cut_losses = lrs[lo:hi] or lrs, losses[lo:hi] or losses
     if len(cut_lrs) < 3:
-        raise ConfigError(f"lr_find: only {len(lrs)} steps ran before the loss diverged; lower lr_find.start_lr")
-    return LrFindResult(lrs, losses, ratios, suggest_valley(cut_lrs, cut_losses), suggest_minimum(cut_lrs, cut_losses),
-                        suggest_steep(cut_lrs, cut_losses))
+        raise ConfigError(
+            f"lr_find: only {len(lrs)} steps ran before the loss diverged; lower lr_find.start_lr"
+        )
+    return LrFindResult(
+        lrs,
+        losses,
+        ratios,
+        suggest_valley(cut_lrs, cut_losses),
+        suggest_minimum(cut_lrs, cut_losses),
+        suggest_steep(cut_lrs, cut_losses),
+    )
 
 
 def plot(result: LrFindResult, path: Path) -> None:
@@ -137,7 +164,11 @@ def plot(result: LrFindResult, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(result.lrs, result.losses, color="black", lw=1.2)
-    for name, label, marker in (("valley", "valley", "o"), ("minimum", "minimum/10", "s"), ("steep", "steep", "^")):
+    for name, label, marker in (
+        ("valley", "valley", "o"),
+        ("minimum", "minimum/10", "s"),
+        ("steep", "steep", "^"),
+    ):
         value = getattr(result, name)
         i = min(range(len(result.lrs)), key=lambda k: abs(math.log(result.lrs[k] / value)))
         ax.plot(value, result.losses[i], marker, ms=8, label=f"{label}: {value:.2e}")
@@ -166,21 +197,37 @@ def main(cfg: DictConfig) -> None:
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
-        model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
+        model = build_model(
+            cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
+        )
         model.net.to(device)
         params = split_group_params(model)
         plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
         options = cfg.get("lr_find") or {}
-        result = lr_find(model, params, plan, data, dict(cfg.optim), device=device, batch_size=int(cfg.batch_size),
-                         seed=int(cfg.seed), **options)
+        result = lr_find(
+            model,
+            params,
+            plan,
+            data,
+            dict(cfg.optim),
+            device=device,
+            batch_size=int(cfg.batch_size),
+            seed=int(cfg.seed),
+            **options,
+        )
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     out.mkdir(parents=True, exist_ok=True)
     (out / "lr_find.json").write_text(json.dumps(asdict(result), indent=1))
     plot(result, out / "lr_find.png")
-    print(f"valley {result.valley:.2e}  minimum/10 {result.minimum:.2e}  steep {result.steep:.2e} (head group)")
-    print("suggested per-group rates (valley):", ", ".join(f"{g}={v:.2e}" for g, v in zip(plan.groups, result.suggestion(), strict=True)))
+    print(
+        f"valley {result.valley:.2e}  minimum/10 {result.minimum:.2e}  steep {result.steep:.2e} (head group)"
+    )
+    print(
+        "suggested per-group rates (valley):",
+        ", ".join(f"{g}={v:.2e}" for g, v in zip(plan.groups, result.suggestion(), strict=True)),
+    )
     print(f"plot: {out / 'lr_find.png'}")
 
 

@@ -40,7 +40,20 @@ RECORD_VERSION = 1
 RECORD_NAME = "result.json"
 
 # Config keys that do not change what a run computes, so they are not part of its identity.
-NOT_IDENTITY = ("logger", "resume", "paths", "progress", "hydra", "trial", "checkpoint", "lr_find", "threads", "experiment_name", "prefix_cache", "search")
+NOT_IDENTITY = (
+    "logger",
+    "resume",
+    "paths",
+    "progress",
+    "hydra",
+    "trial",
+    "checkpoint",
+    "lr_find",
+    "threads",
+    "experiment_name",
+    "prefix_cache",
+    "search",
+)
 # [diagnostics] measures only: draws no random numbers, changes no number (tests/test_diagnostics.py)
 NOT_IDENTITY += ("diagnostics",)
 

@@ -64,7 +64,9 @@ def lr_factor(schedule: Mapping, step: int, total_steps: int, steps_per_epoch: i
     if name == "constant":
         return 1.0
     if name == "step":
-        return step_lr(step // steps_per_epoch, step_size=int(schedule["step_size"]), gamma=float(schedule["gamma"]))
+        return step_lr(
+            step // steps_per_epoch, step_size=int(schedule["step_size"]), gamma=float(schedule["gamma"])
+        )
     return one_cycle_lr(
         step / total_steps,
         pct_start=float(schedule.get("pct_start", 0.25)),

@@ -30,7 +30,9 @@ class Phase:
     name: str
     epochs: int
     trainable: list[str]  # names of the groups that train in this phase
-    lr: list[float]  # peak lr of every group (a frozen group's rate only reaches its norm params under bn=train)
+    lr: list[
+        float
+    ]  # peak lr of every group (a frozen group's rate only reaches its norm params under bn=train)
     schedule: dict  # schedules.check()-ed config: {"name": "one_cycle", "pct_start": ...}
 
 
@@ -54,7 +56,9 @@ class Plan:
     @classmethod
     def from_dict(cls, data: Mapping) -> Plan:
         if data.get("version") != PLAN_VERSION:
-            raise ConfigError(f"plan version {data.get('version')!r} is not supported (expected {PLAN_VERSION})")
+            raise ConfigError(
+                f"plan version {data.get('version')!r} is not supported (expected {PLAN_VERSION})"
+            )
         phases = [Phase(**p) for p in data["phases"]]
         return cls(**{**data, "phases": phases})
 
@@ -67,7 +71,9 @@ class Plan:
         raise IndexError("epoch beyond the plan")
 
     def describe(self) -> str:
-        lines = [f"plan: {self.strategy} ({self.total_epochs} epochs, bn={self.bn}, optimizer state on unfreeze: {self.optimizer_state})"]
+        lines = [
+            f"plan: {self.strategy} ({self.total_epochs} epochs, bn={self.bn}, optimizer state on unfreeze: {self.optimizer_state})"
+        ]
         for i, p in enumerate(self.phases):
             frozen = [g for g in self.groups if g not in p.trainable]
             lines.append(
@@ -92,7 +98,9 @@ def freeze_to(groups: list[str], k: int) -> list[str]:
 
 def freeze(groups: list[str]) -> list[str]:
     if len(groups) < 2:
-        raise ConfigError("cannot freeze a model with one layer group: nothing would train (give model.groups a split)")
+        raise ConfigError(
+            "cannot freeze a model with one layer group: nothing would train (give model.groups a split)"
+        )
     return freeze_to(groups, -1)
 
 
@@ -106,7 +114,9 @@ def _epochs(cfg: Mapping, key: str, minimum: int = 1) -> int:
     return value
 
 
-def _single_phase(name: str, trainable: list[str], cfg: Mapping, groups: list[str], schedule: dict) -> list[Phase]:
+def _single_phase(
+    name: str, trainable: list[str], cfg: Mapping, groups: list[str], schedule: dict
+) -> list[Phase]:
     rates = lrs.spread(lrs.parse_lr(cfg["lr"], "strategy.lr"), len(groups), "strategy.lr")
     return [Phase(name, _epochs(cfg, "epochs"), trainable, rates, schedule)]
 
@@ -131,10 +141,14 @@ def _freeze_to(cfg, groups, schedule):
 def _surgical(cfg, groups, schedule):
     chosen = list(cfg.get("groups") or [])
     if not chosen:
-        raise ConfigError("strategy.groups is empty; surgical fine-tuning needs the names of the groups to train")
+        raise ConfigError(
+            "strategy.groups is empty; surgical fine-tuning needs the names of the groups to train"
+        )
     unknown = [g for g in chosen if g not in groups]
     if unknown:
-        raise ConfigError(f"strategy.groups names unknown layer groups {unknown}; groups of this model: {', '.join(groups)}")
+        raise ConfigError(
+            f"strategy.groups names unknown layer groups {unknown}; groups of this model: {', '.join(groups)}"
+        )
     trainable = [g for g in groups if g in chosen]  # keep model order
     return _single_phase("surgical", trainable, cfg, groups, schedule)
 
@@ -148,15 +162,27 @@ def _full_unfreeze(cfg, groups, schedule):
     lr_mult = float(cfg.get("lr_mult", 100))
     if lr_mult < 1:
         raise ConfigError(f"strategy.lr_mult={lr_mult} must be >= 1 (lo = base_lr / lr_mult)")
-    one_cycle = {**schedule, "name": "one_cycle"} if schedule["name"] == "one_cycle" else {"name": "one_cycle"}
+    one_cycle = (
+        {**schedule, "name": "one_cycle"} if schedule["name"] == "one_cycle" else {"name": "one_cycle"}
+    )
     phases = []
     freeze_epochs = _epochs(cfg, "freeze_epochs", minimum=0)
     if freeze_epochs:
         head_rates = lrs.spread(lrs.LrSlice(base_lr), len(groups))
-        phases.append(Phase("frozen", freeze_epochs, freeze(groups), head_rates, schedules.check({**one_cycle, "pct_start": 0.99})))
+        phases.append(
+            Phase(
+                "frozen",
+                freeze_epochs,
+                freeze(groups),
+                head_rates,
+                schedules.check({**one_cycle, "pct_start": 0.99}),
+            )
+        )
     base_lr /= 2
     rates = lrs.spread(lrs.LrSlice(base_lr, base_lr / lr_mult), len(groups))
-    unfrozen = schedules.check({**one_cycle, "pct_start": float(cfg.get("pct_start", 0.3)), "div": float(cfg.get("div", 5.0))})
+    unfrozen = schedules.check(
+        {**one_cycle, "pct_start": float(cfg.get("pct_start", 0.3)), "div": float(cfg.get("div", 5.0))}
+    )
     phases.append(Phase("unfrozen", _epochs(cfg, "epochs"), list(groups), rates, unfrozen))
     return phases
 
@@ -167,9 +193,7 @@ def _gradual(cfg, groups, schedule):
     every = _epochs(cfg, "every")
     rates = lrs.spread(lrs.parse_lr(cfg["lr"], "strategy.lr"), len(groups), "strategy.lr")
     freeze(groups)
-    phases = [
-        Phase(f"top{k}", every, groups[-k:], rates, schedule) for k in range(1, len(groups))
-    ]
+    phases = [Phase(f"top{k}", every, groups[-k:], rates, schedule) for k in range(1, len(groups))]
     phases.append(Phase("all", _epochs(cfg, "epochs"), list(groups), rates, schedule))
     return phases
 
@@ -196,7 +220,9 @@ def compile_plan(strategy_cfg: Mapping, schedule_cfg: Mapping, groups: list[str]
         raise ConfigError(f"strategy.name={name!r} is not a strategy; choose one of: {', '.join(COMPILERS)}")
     bn = strategy_cfg.get("bn", "train")
     if bn not in BN_POLICIES:
-        raise ConfigError(f"strategy.bn={bn!r} is not a BatchNorm policy; choose one of: {', '.join(BN_POLICIES)}")
+        raise ConfigError(
+            f"strategy.bn={bn!r} is not a BatchNorm policy; choose one of: {', '.join(BN_POLICIES)}"
+        )
     state = strategy_cfg.get("optimizer_state", "keep")
     if state not in OPTIMIZER_STATE:
         raise ConfigError(f"strategy.optimizer_state={state!r}; choose one of: {', '.join(OPTIMIZER_STATE)}")

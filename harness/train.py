@@ -106,7 +106,9 @@ def environment(device: torch.device, run: Run) -> dict:
     # thread count give the same numbers (tests/test_train.py).
     nondeterministic = []
     if device.type == "cuda" and not settings["deterministic_algorithms"]:
-        nondeterministic.append("CUDA kernels with atomic adds (e.g. convolution backward): set deterministic=true")
+        nondeterministic.append(
+            "CUDA kernels with atomic adds (e.g. convolution backward): set deterministic=true"
+        )
     return {
         "torch": torch.__version__,
         "device": str(device),
@@ -122,8 +124,10 @@ def memory_mb() -> dict:
         import resource
 
         pages = int(Path("/proc/self/statm").read_text().split()[1])
-        return {"rss_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return {
+            "rss_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
     except (OSError, ValueError, ImportError, IndexError):
         return {}
 
@@ -161,7 +165,9 @@ def build_run(cfg: DictConfig) -> Run:
     set_determinism(cfg.get("deterministic", False))
     seed_everything(cfg.seed)
     data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
-    model = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
+    model = build_model(
+        cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
+    )
     init_from = cfg.init.get("from")
     if init_from:
         source = checkpoint.load(init_from)
@@ -178,10 +184,18 @@ def build_run(cfg: DictConfig) -> Run:
     channels_last = bool(speed.get("channels_last", False))
     model.net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return Run(
-        model=model, params=params, plan=plan, data=data.on(device, channels_last=channels_last),
-        optim_cfg=dict(cfg.optim), batch_size=int(cfg.batch_size), seed=int(cfg.seed), device=device,
-        prefix_cache=bool(cfg.get("prefix_cache", True)), bf16=precision == "bf16",
-        compile=bool(speed.get("compile", False)), test_every_epoch=bool(cfg.get("test_every_epoch", True)),
+        model=model,
+        params=params,
+        plan=plan,
+        data=data.on(device, channels_last=channels_last),
+        optim_cfg=dict(cfg.optim),
+        batch_size=int(cfg.batch_size),
+        seed=int(cfg.seed),
+        device=device,
+        prefix_cache=bool(cfg.get("prefix_cache", True)),
+        bf16=precision == "bf16",
+        compile=bool(speed.get("compile", False)),
+        test_every_epoch=bool(cfg.get("test_every_epoch", True)),
     )
 
 
@@ -206,8 +220,11 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
         stored = store.finished() if resume else None
         if stored is not None:
             result = reused_record(stored, config, store, extra)
-            print(f"run {rid} finished earlier (in {result['reused']['from']}): reusing its result "
-                  f"(resume=false trains it again)", flush=True)
+            print(
+                f"run {rid} finished earlier (in {result['reused']['from']}): reusing its result "
+                f"(resume=false trains it again)",
+                flush=True,
+            )
             record.write_json_atomic(output_dir / record.RECORD_NAME, result)
             return result
         result = train_once(cfg, config, rid, store, output_dir, resume, extra)
@@ -215,8 +232,15 @@ def train(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) ->
     return result
 
 
-def train_once(cfg: DictConfig, config: dict, rid: str, store: RunStore, output_dir: Path, resume: bool,
-               extra: dict | None) -> dict:
+def train_once(
+    cfg: DictConfig,
+    config: dict,
+    rid: str,
+    store: RunStore,
+    output_dir: Path,
+    resume: bool,
+    extra: dict | None,
+) -> dict:
     started = datetime.now(UTC)
     run = build_run(cfg)  # everything that can be wrong with the input fails here, before any training
     device = run.device
@@ -275,7 +299,9 @@ def train_once(cfg: DictConfig, config: dict, rid: str, store: RunStore, output_
         try:
             hook.on_run_end(run, result)
         except Exception as e:  # a hook failing at the end (a logger, a storage) must not lose the result
-            result["warnings"].append(f"{type(hook).__name__} failed at the end of the run: {type(e).__name__}: {e}")
+            result["warnings"].append(
+                f"{type(hook).__name__} failed at the end of the run: {type(e).__name__}: {e}"
+            )
             traceback.print_exc()
     record.write_json_atomic(output_dir / record.RECORD_NAME, result)
     return result
@@ -284,7 +310,9 @@ def train_once(cfg: DictConfig, config: dict, rid: str, store: RunStore, output_
 def resume_from(run: Run, state: dict, path: Path) -> None:
     """Continue where a checkpoint stopped: weights, optimizer, freeze state, history, RNG."""
     if state["plan"] != run.plan.to_dict():
-        raise ConfigError(f"checkpoint '{path}' was made with another freeze plan; delete it or set resume=false")
+        raise ConfigError(
+            f"checkpoint '{path}' was made with another freeze plan; delete it or set resume=false"
+        )
     run.model.net.load_state_dict(state["model"])
     run.epochs_done = int(state["epochs_done"])
     run.history = list(state["history"])
@@ -325,8 +353,13 @@ def make_record(cfg, config, rid, run: Run, status, reason, started, seconds, ck
             "best_k": min(best_k, len(test_accs)),
         },
         "history": history,
-        "data": {"name": run.data.name, "classes": run.data.classes, "train": len(run.data.train),
-                 "val": len(run.data.val), "test": len(run.data.test)},
+        "data": {
+            "name": run.data.name,
+            "classes": run.data.classes,
+            "train": len(run.data.train),
+            "val": len(run.data.val),
+            "test": len(run.data.test),
+        },
         "timing": {
             "seconds": seconds,
             "train_seconds": sum(h["seconds"] for h in history),
@@ -369,8 +402,11 @@ def main(cfg: DictConfig) -> float | None:
             record.write_json_atomic(Path(output_dir) / record.RECORD_NAME, failed)
             return None
         sys.exit(2)
-    print(f"{result['status']}: val_acc {result['metrics']['val_acc']} test_acc {result['metrics']['test_acc']}; "
-          f"result in {os.path.join(output_dir, record.RECORD_NAME)}", flush=True)
+    print(
+        f"{result['status']}: val_acc {result['metrics']['val_acc']} test_acc {result['metrics']['test_acc']}; "
+        f"result in {os.path.join(output_dir, record.RECORD_NAME)}",
+        flush=True,
+    )
     if result["status"] == "failed" and not _is_multirun():
         print(f"error: run failed: {result['reason']}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -56,7 +56,9 @@ def treatment_of(cfg: DictConfig) -> Treatment | None:
     if name is None or section.get("rewritten"):  # None, or already turned into its ordinary run
         return None
     if name not in TREATMENTS:
-        raise ConfigError(f"transfer.treatment={name!r} is not a treatment; choose one of: {', '.join(TREATMENTS)}")
+        raise ConfigError(
+            f"transfer.treatment={name!r} is not a treatment; choose one of: {', '.join(TREATMENTS)}"
+        )
     return TREATMENTS[name]
 
 
@@ -81,16 +83,24 @@ def base_config(cfg: DictConfig, half: str, train_fraction: float = 1.0) -> Dict
         base.transfer = {"treatment": None}
         base.init = {"from": None, "groups": None}
         base.data.train_fraction = train_fraction
-        base.strategy = {"name": "never", "epochs": int(cfg.transfer.base_epochs or cfg.epochs), "lr": cfg.lr,
-                         "bn": "train", "optimizer_state": "keep"}
+        base.strategy = {
+            "name": "never",
+            "epochs": int(cfg.transfer.base_epochs or cfg.epochs),
+            "lr": cfg.lr,
+            "bn": "train",
+            "optimizer_state": "keep",
+        }
         base.logger = {"name": "none"}
-        base.trial = {"number": None}  # a base is shared by many jobs: it never reports to one job's search trial
+        base.trial = {
+            "number": None
+        }  # a base is shared by many jobs: it never reports to one job's search trial
         base.resume = False
     return base
 
 
-def treatment_config(cfg: DictConfig, treatment: Treatment, n: int | None, base_checkpoint: str | None,
-                     n_groups: int) -> DictConfig:
+def treatment_config(
+    cfg: DictConfig, treatment: Treatment, n: int | None, base_checkpoint: str | None, n_groups: int
+) -> DictConfig:
     """The ordinary run a treatment is: half B, the first n groups copied and frozen or trained."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     t = cfg.transfer
@@ -101,7 +111,10 @@ def treatment_config(cfg: DictConfig, treatment: Treatment, n: int | None, base_
         epochs = int(t.get("epochs") or cfg.epochs)
         if treatment.name in ("warm", "scratch"):
             strategy = {"name": "never", "epochs": epochs, "lr": cfg.lr}
-            out.init = {"from": base_checkpoint, "groups": None}  # warm: every group, head included (same classes)
+            out.init = {
+                "from": base_checkpoint,
+                "groups": None,
+            }  # warm: every group, head included (same classes)
         elif treatment.frozen:
             strategy = {"name": "freeze_to", "k": n, "epochs": epochs, "lr": cfg.lr}
             out.init = {"from": base_checkpoint, "groups": n}
@@ -124,7 +137,9 @@ def run_treatment(cfg: DictConfig, output_dir, treatment: Treatment, train_fn) -
     check_writable(cfg.transfer.cache_dir, "transfer.cache_dir")
 
     data = load_data(cfg.data, cfg.get("split"), half="B")
-    probe = build_model(cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size)
+    probe = build_model(
+        cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
+    )
     n_groups = len(probe.groups)
     n = check_n(cfg, treatment, n_groups)
 
@@ -151,6 +166,8 @@ def run_treatment(cfg: DictConfig, output_dir, treatment: Treatment, train_fn) -
         "seed": int(cfg.seed),
         "base": base.summary() if base else None,
         "baseB": base_b.summary(),
-        "bases_trained_by_this_job": sum(b.trained_now for b in {id(b): b for b in (base_b, base) if b}.values()),
+        "bases_trained_by_this_job": sum(
+            b.trained_now for b in {id(b): b for b in (base_b, base) if b}.values()
+        ),
     }
     return train_fn(run_cfg, output_dir, extra={"transfer": section})

@@ -26,7 +26,9 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str] | None = None, *, tiny: bool = True, root: Path | None = None) -> DictConfig:
+def compose_config(
+    overrides: list[str] | None = None, *, tiny: bool = True, root: Path | None = None
+) -> DictConfig:
     return compose(TINY + list(overrides or []) if tiny else overrides, root=root)
 
 

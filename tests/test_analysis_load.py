@@ -47,13 +47,25 @@ def mixed(tmp_path):
 
 def test_every_run_is_kept_and_marked(mixed):
     runs = load_runs(mixed).set_index(load_runs(mixed)["folder"].map(os.path.basename))
-    assert sorted(runs.index) == ["failed", "garbage", "list", "nan", "ok", "old", "older", "orphan", "pruned"]
+    assert sorted(runs.index) == [
+        "failed",
+        "garbage",
+        "list",
+        "nan",
+        "ok",
+        "old",
+        "older",
+        "orphan",
+        "pruned",
+    ]
     assert runs.loc["ok", "status"] == "ok" and pd.isna(runs.loc["ok", "problem"])
     assert runs.loc["failed", "problem"] == "failed: failed on purpose"
     assert runs.loc["pruned", "problem"].startswith("pruned")
     assert "schema version 0" in runs.loc["old", "problem"]
     assert "schema version missing" in runs.loc["older", "problem"]
-    assert runs.loc["garbage", "status"] == "unreadable" and "JSONDecodeError" in runs.loc["garbage", "problem"]
+    assert (
+        runs.loc["garbage", "status"] == "unreadable" and "JSONDecodeError" in runs.loc["garbage", "problem"]
+    )
     assert runs.loc["list", "status"] == "unreadable" and "not an object" in runs.loc["list", "problem"]
     assert runs.loc["orphan", "status"] == "no_record" and runs.loc["orphan", "experiment"] == "fake"
     # a NaN metric is not a load problem (the run finished); tables leave it out and say why
@@ -62,7 +74,9 @@ def test_every_run_is_kept_and_marked(mixed):
 
 def test_tables_leave_out_with_reasons(mixed):
     runs = load_runs(mixed)
-    sel = select(runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"])
+    sel = select(
+        runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"]
+    )
     reasons = sel.left_out["reason"].value_counts().to_dict()
     assert reasons == {"failed": 1, "pruned": 1, "other schema version": 2, "NaN metric": 1}
     assert list(sel.used["folder"].map(os.path.basename)) == ["ok"]
@@ -93,7 +107,11 @@ def test_history_is_long_with_per_group_rates(tmp_path):
     assert len(load_history(runs[runs["transfer.treatment"] == "BnB"])) == 3
     a = history[history["transfer.treatment"] == "AnB"].set_index("epoch")
     assert a.loc[2, "step"] == 2 * math.ceil(1750 / 64) and a.loc[5, "elapsed_s"] == 5.0
-    assert a.loc[1, "lr.conv1"] == 0.0 and a.loc[1, "lr.head"] == 0.02 and a.loc[5, "lr.head"] == pytest.approx(0.002)
+    assert (
+        a.loc[1, "lr.conv1"] == 0.0
+        and a.loc[1, "lr.head"] == 0.02
+        and a.loc[5, "lr.head"] == pytest.approx(0.002)
+    )
     rates = lr_long(history)
     assert set(rates["group"]) == {"conv1", "conv2", "conv3", "fc1", "head"} and len(rates) == 8 * 5
 
@@ -142,7 +160,9 @@ def test_mixed_experiments_are_grouped_not_averaged(tmp_path):
     write_record(tmp_path / "c", fake_record(experiment="other", seed=1))
     write_record(tmp_path / "d", fake_record(experiment="grid", epochs=3, seed=7))  # a replicate of a
     runs = load_runs(tmp_path)
-    sel = select(runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"])
+    sel = select(
+        runs, view="t", in_view=runs["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"]
+    )
     groups = sel.used.set_index(sel.used["folder"].map(os.path.basename))["group"]
     assert groups["a"] == groups["d"] != groups["b"]
     assert "epochs=3" in groups["a"] and "epochs=5" in groups["b"] and groups["c"].startswith("other")
@@ -154,7 +174,9 @@ def test_duplicate_runs_count_once(tmp_path):
     runs = load_runs(tmp_path)
     assert len(runs) == 1 and runs.loc[0, "copies"] == 2  # loading keeps each run once
     every = load_runs(tmp_path, dedupe=False)  # and a table given every folder still counts it once
-    sel = select(every, view="t", in_view=every["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"])
+    sel = select(
+        every, view="t", in_view=every["kind"] == "treatment", metric="metrics.test_acc", vary=["seed"]
+    )
     assert len(sel.used) == 1 and list(sel.left_out["reason"]) == ["duplicate run"]
 
 
@@ -200,8 +222,12 @@ def test_a_run_killed_and_run_again_is_one_row(tmp_path):
     runs = load_runs(tmp_path).set_index("folder")
     assert len(runs) == 4 and runs.groupby(["experiment", "run_id"]).size().max() == 1
     assert (runs["status"] == "ok").all()
-    assert str(first / "0") in runs.index and pd.isna(runs.loc[str(first / "0"), "reused_from"])  # the original
-    assert runs.loc[str(first / "0"), "copies"] == 2 and runs.loc[str(first / "0"), "copies_in"] == str(again / "0")
+    assert str(first / "0") in runs.index and pd.isna(
+        runs.loc[str(first / "0"), "reused_from"]
+    )  # the original
+    assert runs.loc[str(first / "0"), "copies"] == 2 and runs.loc[str(first / "0"), "copies_in"] == str(
+        again / "0"
+    )
     assert runs.loc[str(again / "1"), "copies"] == 2 and runs.loc[str(again / "2"), "copies"] == 2
     assert str(tmp_path / "other" / "0") in runs.index  # the same run in another experiment is its own row
     orphan = every.set_index("folder").loc[str(first / "1")]

@@ -30,7 +30,9 @@ def execute(name: str, env: dict, monkeypatch, tmp_path: Path) -> nbformat.Noteb
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))  # the kernel inherits the environment; the notebook reads it
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     return nb
 
 
@@ -49,8 +51,9 @@ def outputs(nb) -> tuple[str, int]:
 
 def test_transferability_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     root = build_runs(tmp_path_factory)
-    nb = execute("transferability", {"FREEZELAB_RESULTS": root, "FREEZELAB_METRIC": "test_acc"}, monkeypatch,
-                 tmp_path)
+    nb = execute(
+        "transferability", {"FREEZELAB_RESULTS": root, "FREEZELAB_METRIC": "test_acc"}, monkeypatch, tmp_path
+    )
     text, images = outputs(nb)
     assert "used 30 of 32 runs" in text  # the treatments, with the two left out
     assert "F9" in text and "AnB+" in text
@@ -59,12 +62,27 @@ def test_transferability_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
 
 def test_search_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     root = tmp_path_factory.mktemp("search")
-    cmd = [sys.executable, "-m", "harness.train", "-m", "search=finetune_lr", f"paths.output_root={root}",
-           "search.n_trials=6", "search.pruner.n_startup_trials=2", "data=synthetic", "data.noise=0.5",
-           "model.channels=[8,8]", "model.hidden=[16]", "batch_size=32", "threads=1", "progress=false",
-           "checkpoint.save=false"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.train",
+        "-m",
+        "search=finetune_lr",
+        f"paths.output_root={root}",
+        "search.n_trials=6",
+        "search.pruner.n_startup_trials=2",
+        "data=synthetic",
+        "data.noise=0.5",
+        "model.channels=[8,8]",
+        "model.hidden=[16]",
+        "batch_size=32",
+        "threads=1",
+        "progress=false",
+        "checkpoint.save=false",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = root / "search" / "finetune_lr"
     nb = execute("search", {"FREEZELAB_SEARCH": sweep}, monkeypatch, tmp_path)

@@ -20,8 +20,17 @@ from analysis.report import main, write_report
 from analysis.synthetic import fake_record, write_grid, write_record
 
 # A transfer grid small enough for seconds: 4 layer groups (n = 1..3), two epochs, two split seeds.
-TINY_GRID = ["experiment=transferability_quick", "data=synthetic", "data.per_class=30", "model.channels=[8,8]",
-             "model.hidden=[16]", "epochs=2", "progress=false", "threads=1", "checkpoint.save=false"]
+TINY_GRID = [
+    "experiment=transferability_quick",
+    "data=synthetic",
+    "data.per_class=30",
+    "model.channels=[8,8]",
+    "model.hidden=[16]",
+    "epochs=2",
+    "progress=false",
+    "threads=1",
+    "checkpoint.save=false",
+]
 _BUILT: dict[str, Path] = {}
 
 
@@ -43,14 +52,23 @@ def build_runs(tmp_path_factory) -> Path:
                 train(cfg, root / "grid" / f"{job}_{treatment}_n{n}_split{split_seed}")
                 job += 1
     for strategy in ("never", "head_only", "full_unfreeze"):
-        plain = compose_config([f"strategy={strategy}", "epochs=3", "checkpoint.save=false", "data.per_class=30",
-                                "experiment_name=strategies"], root=root)
+        plain = compose_config(
+            [
+                f"strategy={strategy}",
+                "epochs=3",
+                "checkpoint.save=false",
+                "data.per_class=30",
+                "experiment_name=strategies",
+            ],
+            root=root,
+        )
         for seed in (0, 1):
             cfg = copy.deepcopy(plain)
             cfg.seed = seed
             train(cfg, root / "strategies" / f"{strategy}_seed{seed}")
-    cfg = compose_config(["lr=1e8", "checkpoint.save=false", "data.per_class=30", "experiment_name=strategies"],
-                         root=root)
+    cfg = compose_config(
+        ["lr=1e8", "checkpoint.save=false", "data.per_class=30", "experiment_name=strategies"], root=root
+    )
     assert train(cfg, root / "strategies" / "diverged")["status"] == "failed"
     old = json.loads(next((root / "grid").glob("0_*/result.json")).read_text())
     old["version"], old["run_id"] = 0, "0ld5c4e3a0000000"  # a run of an older harness (its own identity)
@@ -59,7 +77,8 @@ def build_runs(tmp_path_factory) -> Path:
     (root / "grid" / "died" / ".hydra" / "config.yaml").write_text(
         "experiment_name: transferability_quick\ndata:\n  name: synthetic\nmodel:\n  name: convnet\nsplit:\n"
         "  name: random_half\n  seed: 0\ntransfer:\n  treatment: AnB\n  n: 2\n"
-        "  cache_dir: ${paths.output_root}/bases\n")
+        "  cache_dir: ${paths.output_root}/bases\n"
+    )
     _BUILT["root"] = root
     return root
 
@@ -82,10 +101,16 @@ def test_report_files(report):
     pngs = sorted(report.glob("figures/*.png"))
     kinds = [p.name.split("_")[0] + "_" + p.name.split("_")[1] for p in pngs]
     # transfer: measured+paper, relative, CKA; strategies: time, curves, lr; per strategy: phase map + heatmap
-    assert sorted(k for k in kinds if k.startswith("transfer_")) == ["transfer_cka", "transfer_relative",
-                                                                     "transfer_transferability"]
-    assert sorted(k for k in kinds if k.startswith("strategies_")) == ["strategies_curves", "strategies_lr",
-                                                                       "strategies_time"]
+    assert sorted(k for k in kinds if k.startswith("transfer_")) == [
+        "transfer_cka",
+        "transfer_relative",
+        "transfer_transferability",
+    ]
+    assert sorted(k for k in kinds if k.startswith("strategies_")) == [
+        "strategies_curves",
+        "strategies_lr",
+        "strategies_time",
+    ]
     assert kinds.count("phase_map") == kinds.count("weight_change") >= 2
     for png in pngs:
         assert png.with_suffix(".pdf").is_file() and png.stat().st_size > 10_000
@@ -103,7 +128,9 @@ def test_report_says_what_it_used_and_left_out(report):
     md = (report / "report.md").read_text()
     assert "## Transferability: transferability\\_quick · synthetic/convnet · random\\_half" in md
     # 30 treatments used; the old-schema record and the job without a record are left out, with their reasons
-    assert "used 30 of 32 runs; left out: 1 no record (job died or still running), 1 other schema version" in md
+    assert (
+        "used 30 of 32 runs; left out: 1 no record (job died or still running), 1 other schema version" in md
+    )
     assert "Findings check" in md and "| F1 |" in md and "| F9 |" in md
     assert "## Strategy comparison: strategies · synthetic/convnet" in md
     assert "used 6 of 7 runs; left out: 1 failed" in md
@@ -144,7 +171,7 @@ def test_text_from_configs_is_escaped(tmp_path):
     start = row
     while lines[start - 1].startswith("|"):
         start -= 1
-    table = lines[start:row + 1]  # the left-out table: the row with the reason keeps its column count
+    table = lines[start : row + 1]  # the left-out table: the row with the reason keeps its column count
     assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1, table
     tex = next((out / "tables").glob("transfer_ci_*.tex")).read_text()
     assert r"we|rd\_*name*\textless{}b\textgreater{}\&\%\$\#" in tex  # in the caption
@@ -167,7 +194,9 @@ def test_never_deletes_a_folder_that_is_not_a_report(tmp_path, capsys):
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
     first = write_report(tmp_path / "runs")
     (first / "figures" / "stale.png").write_text("old")
-    assert not (write_report(tmp_path / "runs") / "figures" / "stale.png").exists()  # an old report is replaced
+    assert not (
+        write_report(tmp_path / "runs") / "figures" / "stale.png"
+    ).exists()  # an old report is replaced
 
 
 def test_report_of_only_failed_runs_still_writes(tmp_path):
@@ -178,7 +207,9 @@ def test_report_of_only_failed_runs_still_writes(tmp_path):
 
 
 def test_callback_failure_does_not_fail_the_grid(tmp_path, capsys):
-    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "nothing")}, "overrides": {"task": []}}})
+    cfg = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path / "nothing")}, "overrides": {"task": []}}}
+    )
     WriteReport().on_multirun_end(cfg)  # must not raise
     err = capsys.readouterr().err
     assert "the grid finished, but its report could not be written" in err
@@ -187,10 +218,24 @@ def test_callback_failure_does_not_fail_the_grid(tmp_path, capsys):
 
 def test_grid_writes_its_report_when_it_ends(tmp_path):
     """The real command line: the callback in conf/experiment/transferability_quick.yaml writes the report."""
-    cmd = [sys.executable, "-m", "harness.train", "-m", *TINY_GRID, "transfer.treatment=BnB,AnB", "transfer.n=1,3",
-           f"paths.output_root={tmp_path}"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness.train",
+        "-m",
+        *TINY_GRID,
+        "transfer.treatment=BnB,AnB",
+        "transfer.n=1,3",
+        f"paths.output_root={tmp_path}",
+    ]
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "analysis: report written to" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
     (sweep,) = (tmp_path / "transferability_quick").iterdir()

@@ -27,8 +27,11 @@ from analysis.search import (
 )
 from harness.search.outputs import write_outputs
 
-DISTS = {"lr": FloatDistribution(1e-4, 1e-1, log=True), "epochs": IntDistribution(1, 4),
-         "strategy": CategoricalDistribution(["never", "head_only"])}
+DISTS = {
+    "lr": FloatDistribution(1e-4, 1e-1, log=True),
+    "epochs": IntDistribution(1, 4),
+    "strategy": CategoricalDistribution(["never", "head_only"]),
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +44,33 @@ def sweep(tmp_path_factory):
     study.set_user_attr("freezelab", {"objectives": ["val_acc"], "pruner": "median"})  # as the sweeper does
     rng = np.random.default_rng(0)
     for i in range(20):
-        params = {"lr": float(10 ** rng.uniform(-4, -1)), "epochs": 1 + i % 4, "strategy": ["never", "head_only"][i % 2]}
+        params = {
+            "lr": float(10 ** rng.uniform(-4, -1)),
+            "epochs": 1 + i % 4,
+            "strategy": ["never", "head_only"][i % 2],
+        }
         folder = tmp_path / f"trial_{i}"
         (folder / ".hydra").mkdir(parents=True)
-        (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
-            [f"lr={params['lr']}", f"epochs={params['epochs']}", f"trial.number={i}", "trial.study=demo"]))
+        (folder / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump(
+                [f"lr={params['lr']}", f"epochs={params['epochs']}", f"trial.number={i}", "trial.study=demo"]
+            )
+        )
         attrs = {"folder": str(folder), "status": "ok"}
         if i in (3, 7, 11, 15):
             state, value = TrialState.PRUNED, None
         elif i in (5, 9):
             state, value, attrs = TrialState.FAIL, None, {**attrs, "reason": "NumericalError: loss is nan"}
         else:
-            state, value = TrialState.COMPLETE, 0.4 + 0.15 * (math.log10(params["lr"]) + 4) + 0.005 * params["epochs"]
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=DISTS, value=value, state=state,
-                                                  user_attrs=attrs))
+            state, value = (
+                TrialState.COMPLETE,
+                0.4 + 0.15 * (math.log10(params["lr"]) + 4) + 0.005 * params["epochs"],
+            )
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params, distributions=DISTS, value=value, state=state, user_attrs=attrs
+            )
+        )
     write_outputs(study, ["val_acc"], tmp_path, url)
     return tmp_path, url, study
 
@@ -87,7 +103,9 @@ def test_importances_find_the_parameter_that_matters(sweep):
     imp = importances(load_trials(sweep[0]))
     assert imp.index[0] == "lr" and imp["lr"] > 0.5 and imp.sum() == pytest.approx(1.0)
     with pytest.raises(ValueError, match="at least 2 complete trials"):
-        importances(load_trials(sweep[0]).query("state != 'COMPLETE'").pipe(_keep_attrs, load_trials(sweep[0])))
+        importances(
+            load_trials(sweep[0]).query("state != 'COMPLETE'").pipe(_keep_attrs, load_trials(sweep[0]))
+        )
 
 
 def _keep_attrs(frame, like):
@@ -120,6 +138,8 @@ def test_clear_errors(tmp_path, sweep):
 def test_search_figures_render(sweep, tmp_path):
     trials = load_trials(sweep[0])
     paths = figures.save(figures.optimization_history(trials, objective="val_acc"), tmp_path / "f", "history")
-    paths2 = figures.save(figures.param_importances(pd.Series({"lr": 0.8, "epochs": 0.2})), tmp_path / "f", "imp")
+    paths2 = figures.save(
+        figures.param_importances(pd.Series({"lr": 0.8, "epochs": 0.2})), tmp_path / "f", "imp"
+    )
     for p in (*paths.values(), *paths2.values()):
         assert p.stat().st_size > 5000

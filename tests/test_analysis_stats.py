@@ -63,9 +63,15 @@ def test_summarize_groups_and_counts():
 @pytest.mark.parametrize(
     ("lo", "hi", "claim", "expected"),
     [
-        (-2.0, -0.5, "less", "yes"), (0.5, 2.0, "less", "no"), (-1.0, 1.0, "less", "inconclusive"),
-        (0.2, 1.0, "greater", "yes"), (-1.0, -0.2, "greater", "no"), (-0.1, 1.0, "greater", "inconclusive"),
-        (-0.4, 0.6, "equal", "yes"), (1.2, 3.0, "equal", "no"), (-3.0, -1.5, "equal", "no"),
+        (-2.0, -0.5, "less", "yes"),
+        (0.5, 2.0, "less", "no"),
+        (-1.0, 1.0, "less", "inconclusive"),
+        (0.2, 1.0, "greater", "yes"),
+        (-1.0, -0.2, "greater", "no"),
+        (-0.1, 1.0, "greater", "inconclusive"),
+        (-0.4, 0.6, "equal", "yes"),
+        (1.2, 3.0, "equal", "no"),
+        (-3.0, -1.5, "equal", "no"),
         (0.5, 1.5, "equal", "inconclusive"),
     ],
 )

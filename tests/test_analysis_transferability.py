@@ -27,8 +27,17 @@ from analysis.transferability import (
 
 NOISE = {0: -0.002, 1: 0.0, 2: 0.003}  # per split: gives the replicates a spread (fractions of 1)
 EFFECT = {  # points vs baseB, shaped like the paper's findings
-    ("AnB", 3): -2.0, ("AnB", 4): -5.0, ("BnB", 2): -2.0, ("BnB", 3): -2.0, ("AnB+", 1): 2.0, ("AnB+", 2): 2.0,
-    ("AnB+", 3): 2.0, ("AnB+", 4): 2.0, ("random", 1): -20.0, ("random", 2): -20.0, ("random", 3): -20.0,
+    ("AnB", 3): -2.0,
+    ("AnB", 4): -5.0,
+    ("BnB", 2): -2.0,
+    ("BnB", 3): -2.0,
+    ("AnB+", 1): 2.0,
+    ("AnB+", 2): 2.0,
+    ("AnB+", 3): 2.0,
+    ("AnB+", 4): 2.0,
+    ("random", 1): -20.0,
+    ("random", 2): -20.0,
+    ("random", 3): -20.0,
     ("random", 4): -20.0,
 }
 
@@ -54,11 +63,16 @@ def test_ci_table_matches_scipy(grid):
     lo, hi = st.t.interval(0.95, 2, loc=np.mean(values), scale=st.sem(values))
     row = table.loc[("AnB", 4)]
     assert row["runs"] == 3 and row["replicates"] == 3
-    assert row["mean"] == pytest.approx(np.mean(values)) and (row["ci_lo"], row["ci_hi"]) == pytest.approx((lo, hi))
+    assert row["mean"] == pytest.approx(np.mean(values)) and (row["ci_lo"], row["ci_hi"]) == pytest.approx(
+        (lo, hi)
+    )
     diffs = [100 * (paperlike("AnB", 4, s) - base(s)) for s in range(3)]  # paired within each replicate
-    assert row["delta"] == pytest.approx(np.mean(diffs)) and row["delta"] == pytest.approx(-5.0 + np.mean(
-        [100 * NOISE[s] * 1.4 for s in range(3)]))
-    assert row["delta_lo"] == pytest.approx(st.t.interval(0.95, 2, loc=np.mean(diffs), scale=st.sem(diffs))[0])
+    assert row["delta"] == pytest.approx(np.mean(diffs)) and row["delta"] == pytest.approx(
+        -5.0 + np.mean([100 * NOISE[s] * 1.4 for s in range(3)])
+    )
+    assert row["delta_lo"] == pytest.approx(
+        st.t.interval(0.95, 2, loc=np.mean(diffs), scale=st.sem(diffs))[0]
+    )
     assert len(table) == 1 + 5 * 4  # baseB + every (treatment, n)
 
 
@@ -92,7 +106,9 @@ def test_findings_hold_on_paperlike_data(grid):
     assert f.loc["F8", "holds"] == "not measured" and "no dissimilar split" in f.loc["F8", "measured"]
     assert f.loc["F2", "d"] == pytest.approx(-5.0 + np.mean([100 * NOISE[s] * 0.3 for s in range(3)]))
     assert "AnB(n = 4) - AnB(n = 1)" in f.loc["F2", "measured"]
-    assert "AnB(n = 7) - AnB(n = 1) = -8.5 pts" in f.loc["F2", "paper"]  # the same contrast on the paper's table
+    assert (
+        "AnB(n = 7) - AnB(n = 1) = -8.5 pts" in f.loc["F2", "paper"]
+    )  # the same contrast on the paper's table
     assert "+2.1 for n >= 5" in f.loc["F7", "paper"]
 
 
@@ -115,15 +131,25 @@ def test_findings_can_fail_and_can_be_inconclusive(tmp_path):
     single = findings(transfer_data(load_runs(tmp_path / "one"), "test_acc")).set_index("id")
     assert set(single.loc[single.index != "F8", "holds"]) == {"inconclusive"}
     assert "no CI" in single.loc["F2", "measured"] and "agrees" in single.loc["F2", "why"]
-    assert ci_table(transfer_data(load_runs(tmp_path / "one"), "test_acc"))["note"].eq("1 replicate: no CI").all()
+    assert (
+        ci_table(transfer_data(load_runs(tmp_path / "one"), "test_acc"))["note"]
+        .eq("1 replicate: no CI")
+        .all()
+    )
 
 
 def test_experiments_stay_apart_and_dissimilar_split_is_compared(grid):
     def dissimilar(t, n, s):  # the drop at the top n is 3x the similar one
         return base(s) - 0.15 + NOISE[s] if (t, n) == ("AnB", 4) else paperlike(t, n, s)
 
-    write_grid(grid / "dis", dissimilar, base_value=base, experiment="paperlike", split="mnist_dissimilar",
-               b_domain="invert")
+    write_grid(
+        grid / "dis",
+        dissimilar,
+        base_value=base,
+        experiment="paperlike",
+        split="mnist_dissimilar",
+        b_domain="invert",
+    )
     write_grid(grid / "other", lambda t, n, s: 0.5, base_value=0.5, experiment="other")
     td = transfer_data(load_runs(grid), "test_acc")
     assert len(td.groups) == 3
@@ -131,16 +157,22 @@ def test_experiments_stay_apart_and_dissimilar_split_is_compared(grid):
     means = table[(table["treatment"] == "AnB") & (table["n"] == 4)].set_index("group")["mean"]
     assert sorted(round(m, 1) for m in means) == [50.0, 75.1, 85.1]  # never averaged across experiments
     f = findings(td)
-    similar = f[(f["id"] == "F8") & f["group"].str.contains("random_half") & f["group"].str.startswith("paperlike")]
+    similar = f[
+        (f["id"] == "F8") & f["group"].str.contains("random_half") & f["group"].str.startswith("paperlike")
+    ]
     assert similar["holds"].item() == "yes" and "ratio 3.0x" in similar["measured"].item()
     assert f[(f["id"] == "F8") & f["group"].str.startswith("other")]["holds"].item() == "not measured"
 
 
 def test_left_out_runs_are_counted(grid):
-    write_record(grid / "grid" / "crashed", fake_record(experiment="paperlike", status="failed", value=None,
-                                                         split_seed=9, n=2, treatment="AnB"))
-    write_record(grid / "grid" / "nan", fake_record(experiment="paperlike", value=float("nan"), split_seed=9, n=3,
-                                                    treatment="AnB"))
+    write_record(
+        grid / "grid" / "crashed",
+        fake_record(experiment="paperlike", status="failed", value=None, split_seed=9, n=2, treatment="AnB"),
+    )
+    write_record(
+        grid / "grid" / "nan",
+        fake_record(experiment="paperlike", value=float("nan"), split_seed=9, n=3, treatment="AnB"),
+    )
     td = transfer_data(load_runs(grid), "test_acc")
     assert td.selection.text() == "used 60 of 62 runs; left out: 1 NaN metric, 1 failed"
     assert ci_table(td)["runs"].sum() == 60 + 3  # runs + the 3 bases

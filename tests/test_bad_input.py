@@ -39,7 +39,10 @@ CATALOGUE = [
     (["strategy=surgical", "strategy.groups=[conv9]"], "unknown layer groups ['conv9']"),
     (["strategy=head_only", "strategy.bn=sometimes"], "strategy.bn='sometimes'"),
     (["strategy=full_unfreeze", "strategy.lr_mult=0.5"], "strategy.lr_mult=0.5"),
-    (["strategy=head_only", "model.groups=[{name: all, modules: [conv1, conv2, fc1, head]}]"], "one layer group"),
+    (
+        ["strategy=head_only", "model.groups=[{name: all, modules: [conv1, conv2, fc1, head]}]"],
+        "one layer group",
+    ),
     # config: contradictory options
     (["half=A"], "split"),
     (["split=classes", "split.A=[0,1]", "split.B=[1,2]", "half=B"], "overlap"),
@@ -63,9 +66,14 @@ CATALOGUE = [
     (["init.from=OTHER_ARCH", "init.groups=2"], "has shape"),
     (["init.from=OLD_VERSION"], "has version 0"),
     # storage (the command line's own entries, a search's database included, are in STORAGE below)
-    (["checkpoint.dir=/sys/freezelab-checkpoints"], "checkpoint.dir: cannot write to '/sys/freezelab-checkpoints'"),
-    (GRID + ["transfer.treatment=AnB", "transfer.n=1", "transfer.cache_dir=/sys/freezelab-bases"],
-     "transfer.cache_dir: cannot write to '/sys/freezelab-bases'"),
+    (
+        ["checkpoint.dir=/sys/freezelab-checkpoints"],
+        "checkpoint.dir: cannot write to '/sys/freezelab-checkpoints'",
+    ),
+    (
+        GRID + ["transfer.treatment=AnB", "transfer.n=1", "transfer.cache_dir=/sys/freezelab-bases"],
+        "transfer.cache_dir: cannot write to '/sys/freezelab-bases'",
+    ),
 ]
 
 
@@ -82,8 +90,13 @@ def files(tmp_path_factory):
     torch.save({"version": 1, "model": good}, root / "other_arch.pt")
     (root / "truncated.pt").write_bytes((root / "other_arch.pt").read_bytes()[:100])
     torch.save({"version": 0, "model": good}, root / "old.pt")
-    return {"EMPTY_CLASS": root / "empty_class", "CORRUPT": root / "corrupt", "OTHER_ARCH": root / "other_arch.pt",
-            "TRUNCATED": root / "truncated.pt", "OLD_VERSION": root / "old.pt"}
+    return {
+        "EMPTY_CLASS": root / "empty_class",
+        "CORRUPT": root / "corrupt",
+        "OTHER_ARCH": root / "other_arch.pt",
+        "TRUNCATED": root / "truncated.pt",
+        "OLD_VERSION": root / "old.pt",
+    }
 
 
 def substitute(overrides, files):
@@ -110,7 +123,9 @@ def test_bad_input_is_one_clear_line_before_training(make_cfg, tmp_path, files, 
     assert not list((tmp_path / "outputs").rglob("last.pt"))  # and no training started
 
 
-@pytest.mark.parametrize("overrides", [["data=imagenet"], ["model=vgg99"], ["strategy=sometimes"], ["optim=lion"]])
+@pytest.mark.parametrize(
+    "overrides", [["data=imagenet"], ["model=vgg99"], ["strategy=sometimes"], ["optim=lion"]]
+)
 def test_unknown_group_options_fail_at_composition(make_cfg, overrides):
     with pytest.raises(HydraException, match="Could not find"):
         make_cfg(overrides)
@@ -124,13 +139,20 @@ def test_an_unwritable_output_folder_is_refused_before_training(make_cfg, tmp_pa
 
 NOT_A_DATABASE = "NOT_A_DATABASE"
 STORAGE = [
-    (["paths.output_root=/sys/freezelab-outputs"], "paths.output_root: cannot write to '/sys/freezelab-outputs'"),
+    (
+        ["paths.output_root=/sys/freezelab-outputs"],
+        "paths.output_root: cannot write to '/sys/freezelab-outputs'",
+    ),
     (["-m", "seed=0,1", "paths.output_root=/sys/freezelab-outputs"], "paths.output_root: cannot write to"),
     (["checkpoint.dir=/sys/freezelab-ckpt"], "checkpoint.dir: cannot write to '/sys/freezelab-ckpt'"),
-    (["-m", "search=finetune_lr", "search.storage='postgresql+psycopg://me:hunter2@127.0.0.1:1/nodb'"],
-     "search.storage='postgresql+psycopg://me:***@127.0.0.1:1/nodb' cannot be opened: connection failed"),
-    (["-m", "search=finetune_lr", "search.storage='sqlite:////sys/freezelab/study.db'"],
-     "cannot create its folder /sys/freezelab"),
+    (
+        ["-m", "search=finetune_lr", "search.storage='postgresql+psycopg://me:hunter2@127.0.0.1:1/nodb'"],
+        "search.storage='postgresql+psycopg://me:***@127.0.0.1:1/nodb' cannot be opened: connection failed",
+    ),
+    (
+        ["-m", "search=finetune_lr", "search.storage='sqlite:////sys/freezelab/study.db'"],
+        "cannot create its folder /sys/freezelab",
+    ),
     (["-m", "search=finetune_lr", f"search.storage='sqlite:///{NOT_A_DATABASE}'"], "file is not a database"),
     (["-m", "search=finetune_lr", "search.storage='mysql://me@127.0.0.1:1/db'"], "no database driver"),
 ]
@@ -146,11 +168,18 @@ def test_storage_that_cannot_be_written_or_reached_is_one_line_and_exit_2(tmp_pa
     junk = tmp_path / "junk.db"
     junk.write_text("these are not the tables you are looking for\n" * 100)
     overrides = [o.replace(NOT_A_DATABASE, str(junk)) for o in overrides]
-    root = [] if any(o.startswith("paths.output_root") for o in overrides) else [f"paths.output_root={tmp_path}"]
+    root = (
+        [] if any(o.startswith("paths.output_root") for o in overrides) else [f"paths.output_root={tmp_path}"]
+    )
     flags = [o for o in overrides if o == "-m"]  # Hydra's flags come before the overrides
     overrides = [o for o in overrides if o != "-m"]
-    done = subprocess.run([sys.executable, "-m", "harness.train", *flags, *TINY, *root, *overrides], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.train", *flags, *TINY, *root, *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], done.stderr

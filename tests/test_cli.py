@@ -29,11 +29,17 @@ def test_a_run_prints_where_its_result_is(tmp_path):
 @pytest.mark.slow
 def test_multirun_grid_writes_one_record_per_job(tmp_path):
     # The grid as written (default model sizes), one epoch each.
-    done = harness("-m", "seed=0,1", "model=convnet,resnet18", "data=digits", "epochs=1", "threads=1", root=tmp_path)
+    done = harness(
+        "-m", "seed=0,1", "model=convnet,resnet18", "data=digits", "epochs=1", "threads=1", root=tmp_path
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(p.read_text()) for p in tmp_path.glob("multirun/*/*/*/result.json")]
     assert sorted((r["config"]["model"]["name"], r["config"]["seed"]) for r in records) == [
-        ("convnet", 0), ("convnet", 1), ("resnet18", 0), ("resnet18", 1)]
+        ("convnet", 0),
+        ("convnet", 1),
+        ("resnet18", 0),
+        ("resnet18", 1),
+    ]
     assert all(r["status"] == "ok" for r in records)
 
 

@@ -44,7 +44,9 @@ def test_unfreezing_keeps_the_state_of_params_already_training(make_cfg):
     fit(run)  # phase 1 trains the head only, phase 2 everything
     head = run.params[-1].all[0]
     conv = run.params[0].all[0]
-    assert float(run.optimizer.state[head]["step"]) == 2 * float(run.optimizer.state[conv]["step"])  # head: both phases; conv: phase 2 only
+    assert float(run.optimizer.state[head]["step"]) == 2 * float(
+        run.optimizer.state[conv]["step"]
+    )  # head: both phases; conv: phase 2 only
 
 
 def test_reset_rebuilds_the_optimizer_at_each_phase(make_cfg):

@@ -9,7 +9,9 @@ from harness.train import train
 def test_wandb_offline_run_is_written(make_cfg, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = make_cfg(["logger=wandb", "experiment_name=logger_test", "strategy=full_unfreeze", "strategy.epochs=1"])
+    cfg = make_cfg(
+        ["logger=wandb", "experiment_name=logger_test", "strategy=full_unfreeze", "strategy.epochs=1"]
+    )
     result = train(cfg, tmp_path / "run")
     assert result["status"] == "ok" and result["wandb"]["mode"] == "offline"
     runs = list((tmp_path / "outputs" / "wandb").glob("offline-run-*"))

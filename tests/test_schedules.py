@@ -45,7 +45,9 @@ def test_one_cycle_momentum_goes_down_then_up():
 
 
 def test_lr_factor_per_step_and_defaults():
-    sched = check({"name": "one_cycle", "pct_start": 0.25, "div": 25.0, "div_final": 1e5, "moms": [0.95, 0.85, 0.95]})
+    sched = check(
+        {"name": "one_cycle", "pct_start": 0.25, "div": 25.0, "div_final": 1e5, "moms": [0.95, 0.85, 0.95]}
+    )
     total = 100
     assert lr_factor(sched, 0, total, 10) == pytest.approx(1 / 25)
     assert lr_factor(sched, 25, total, 10) == pytest.approx(1.0)

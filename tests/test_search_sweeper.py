@@ -78,7 +78,9 @@ def test_trial_hook_reports_every_epoch_and_prunes(make_cfg, tmp_path):
 
 
 def test_median_and_hyperband_pruners_are_selectable():
-    assert isinstance(studies.make_pruner({"name": "median", "n_warmup_steps": 2}), optuna.pruners.MedianPruner)
+    assert isinstance(
+        studies.make_pruner({"name": "median", "n_warmup_steps": 2}), optuna.pruners.MedianPruner
+    )
     hyperband = studies.make_pruner({"name": "hyperband", "min_resource": 1, "max_resource": 6})
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
     assert isinstance(studies.make_pruner({"name": "none"}), optuna.pruners.NopPruner)
@@ -196,7 +198,9 @@ def test_exception_and_nan_are_fail_and_the_sweep_goes_on(tmp_path):
     assert "NumericalError: loss is nan at epoch 1, step 1" in by_mode["diverge"].user_attrs["reason"]
     assert by_mode["inf_grad"].state == TrialState.FAIL
     assert "NumericalError: gradient is Inf" in by_mode["inf_grad"].user_attrs["reason"]
-    assert "at epoch 1, step 3 (loss" in by_mode["inf_grad"].user_attrs["reason"]  # the loss itself was finite
+    assert (
+        "at epoch 1, step 3 (loss" in by_mode["inf_grad"].user_attrs["reason"]
+    )  # the loss itself was finite
     assert by_mode["ok"].state == TrialState.COMPLETE  # ran after three failures
     assert result_of(by_mode["diverge"].user_attrs["folder"])["status"] == "failed"
     assert result_of(by_mode["inf_grad"].user_attrs["folder"])["stopped_epoch"] == 0
@@ -334,7 +338,9 @@ def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'study.db'}"
     pruner = {"name": "median", "n_startup_trials": 0, "n_warmup_steps": 0}
-    study = studies.open_study("s", studies.open_storage(url), ["maximize"], pruner=studies.make_pruner(pruner))
+    study = studies.open_study(
+        "s", studies.open_storage(url), ["maximize"], pruner=studies.make_pruner(pruner)
+    )
     study.set_user_attr(ATTR_KEY, {"pruner": pruner, "objectives": ["val_acc"]})
     for value in (0.9, 0.95):  # two finished trials, far better at every epoch
         t = study.ask()

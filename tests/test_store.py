@@ -28,11 +28,17 @@ def test_a_damaged_store_record_is_reported_and_the_run_trained_again(make_cfg, 
     cfg = make_cfg()
     first = train(cfg, tmp_path / "one")
     store = store_of(cfg, first)
-    for damage in ("{half a record", json.dumps({**first, "run_id": "0" * 16}), json.dumps({**first, "version": 0})):
+    for damage in (
+        "{half a record",
+        json.dumps({**first, "run_id": "0" * 16}),
+        json.dumps({**first, "version": 0}),
+    ):
         store.record_path.write_text(damage)
         again = train(cfg, tmp_path / "again")
         assert "unusable" in capsys.readouterr().out
-        assert "reused" not in again and again["metrics"] == first["metrics"]  # trained (deterministic on CPU)
+        assert (
+            "reused" not in again and again["metrics"] == first["metrics"]
+        )  # trained (deterministic on CPU)
         assert store.finished()["run_id"] == first["run_id"]  # and the store entry is whole again
 
 

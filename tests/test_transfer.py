@@ -111,9 +111,20 @@ def test_two_parallel_jobs_share_one_base_training(tmp_path):
     """A real 2-process launcher (joblib): both jobs need the same bases at the same time."""
     out = tmp_path / "outputs"
     cmd = [
-        sys.executable, "-m", "harness.train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "data=synthetic", *GRID, "transfer.treatment=AnB,BnB", "transfer.n=1", "epochs=2", "threads=1",
-        "progress=false", f"paths.output_root={out}",
+        sys.executable,
+        "-m",
+        "harness.train",
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "data=synthetic",
+        *GRID,
+        "transfer.treatment=AnB,BnB",
+        "transfer.n=1",
+        "epochs=2",
+        "threads=1",
+        "progress=false",
+        f"paths.output_root={out}",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
@@ -139,9 +150,19 @@ def test_bad_transfer_input(make_cfg, tmp_path, overrides, message):
 
 def test_transfer_between_models_whose_layers_differ_in_shape(make_cfg, tmp_path):
     first = treatment(make_cfg, tmp_path, "BnB", 1)
-    cfg = make_cfg(["split=random_half", "half=B", "model.channels=[4,8,8]", "model.hidden=[16]",
-                    f"init.from={first['transfer']['base']['path']}/base.pt", "init.groups=2"])
-    with pytest.raises(ConfigError, match=r"'conv1.0.weight' has shape \(8, 1, 3, 3\), this model needs \(4, 1, 3, 3\)"):
+    cfg = make_cfg(
+        [
+            "split=random_half",
+            "half=B",
+            "model.channels=[4,8,8]",
+            "model.hidden=[16]",
+            f"init.from={first['transfer']['base']['path']}/base.pt",
+            "init.groups=2",
+        ]
+    )
+    with pytest.raises(
+        ConfigError, match=r"'conv1.0.weight' has shape \(8, 1, 3, 3\), this model needs \(4, 1, 3, 3\)"
+    ):
         train(cfg, tmp_path / "mismatch")
 
 

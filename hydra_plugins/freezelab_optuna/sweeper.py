@@ -334,7 +334,9 @@ class FreezelabOptunaSweeper(Sweeper):
             self._tell(trial, "FAIL", reason=f"suggesting parameters failed: {type(e).__name__}: {e}")
             self.heartbeat.discard(trial_id)
             raise
-        earlier = studies.find_tried(self.study.get_trials(deepcopy=False), trial.params, exclude=trial.number)
+        earlier = studies.find_tried(
+            self.study.get_trials(deepcopy=False), trial.params, exclude=trial.number
+        )
         if earlier is not None:
             self._answer_duplicate(trial, trial_id, earlier)
             return None
