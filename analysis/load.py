@@ -3,7 +3,7 @@
 A path can be one ``result.json``, a run folder, a multirun or sweep folder, or all of ``outputs/``: every
 ``result.json`` below it is a run. Nothing is dropped here: failed and pruned runs, records of another schema
 version, unreadable files and job folders that never wrote a record all get a row, with ``problem`` saying why
-a table should not use it. Tables decide what to leave out (:mod:`analysis.select`) and say so.
+a table should not use it. Tables decide what to leave out (:mod:`analysis.selection`) and say so.
 
 Loading reads JSON only (never harness objects). An index next to the records (``.freezelab-index.json`` in
 the scanned folder) keeps each record's flattened row and history keyed by (mtime, size, inode) of its file, so

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.select import NOT_IDENTITY
+from analysis.selection import NOT_IDENTITY
 
 
 def analysis_version() -> dict:

@@ -356,7 +356,7 @@ def _records(runs: pd.DataFrame) -> list[dict]:
 
 
 def _cka(doc: _Doc, used: pd.DataFrame, slug: str) -> None:
-    """CKA per layer for baseB, AnB+ and BnB+ (harness/cka.py), when the runs measured it."""
+    """CKA per layer for baseB, AnB+ and BnB+ (harness/diagnostics/cka.py), when the runs measured it."""
     records = diagnostics.with_bases(_records(used))
     if diagnostics.cka_frame(records).empty:
         return

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.select import Selection, select
+from analysis.selection import Selection, select
 from analysis.stats import t_interval
 
 VARY = ("seed", "strategy.*", "lr", "init.*")

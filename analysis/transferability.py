@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import paper as paper_ref
-from analysis.select import Selection, select
+from analysis.selection import Selection, select
 from analysis.stats import Interval, t_interval, verdict, welch_interval
 
 METRICS = {"test_acc_best_k": "metrics.test_acc_best_k", "test_acc": "metrics.test_acc"}

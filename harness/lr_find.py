@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from harness import freezing
 from harness.data import batches
+from harness.engine.optim import build_optimizer, set_rates
 from harness.errors import ConfigError
-from harness.optim import build_optimizer, set_rates
+from harness.plan import freezing
 from harness.train import CONF_DIR
 
 
@@ -186,33 +186,25 @@ def plot(result: LrFindResult, path: Path) -> None:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from harness.data import load_data
-    from harness.freezing import split_group_params
-    from harness.models import build_model
-    from harness.strategy import compile_plan
-    from harness.train import resolve_device, seed_everything
+    from harness.assemble import assemble_run
+    from harness.runner import prepare
 
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        device = resolve_device(cfg.device)
-        seed_everything(cfg.seed)
-        data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
-        model = build_model(
-            cfg.model, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size
-        )
-        model.net.to(device)
-        params = split_group_params(model)
-        plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
+        # The network exactly as `python -m harness.train <same overrides>` would train it.
+        run_cfg, _ = prepare(cfg)
+        run = assemble_run(run_cfg)
+        plan = run.plan
         options = cfg.get("lr_find") or {}
         result = lr_find(
-            model,
-            params,
+            run.model,
+            run.params,
             plan,
-            data,
-            dict(cfg.optim),
-            device=device,
-            batch_size=int(cfg.batch_size),
-            seed=int(cfg.seed),
+            run.data,
+            run.optim_cfg,
+            device=run.device,
+            batch_size=run.batch_size,
+            seed=run.seed,
             **options,
         )
     except ConfigError as e:

@@ -3,7 +3,7 @@
 Fields (schema version ``RECORD_VERSION``):
 - ``version``, ``run_id`` (hash of the resolved config, see :func:`run_id`), ``status`` (``ok`` | ``failed``
   | ``pruned``), ``reason`` (why it failed or was pruned, else null), ``stopped_epoch``;
-- ``config``: the resolved config; ``plan``: the freeze plan (:class:`harness.strategy.Plan` as data);
+- ``config``: the resolved config; ``plan``: the freeze plan (:class:`harness.plan.strategies.Plan` as data);
 - ``groups``: per layer group name, modules, #params; ``summary``: per phase, the table printed at phase start;
 - ``metrics``: ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (last epoch), ``best_val_acc``,
   ``test_acc_best_k`` (the paper's mean of the k best test evaluations) and ``best_k``;
@@ -17,11 +17,11 @@ Fields (schema version ``RECORD_VERSION``):
   that trained it), ``store``, ``finished``, ``at``; the numbers are the stored ones, the config this job's;
 - ``warnings``: list of strings a reader should see (a resume: after which epoch); optional sections added by features
   (``transfer``, ``trial``, ``diagnostics``).
-- ``diagnostics`` (config ``diagnostics.weights``, :mod:`harness.diagnostics`): one row per (epoch, layer group),
+- ``diagnostics`` (config ``diagnostics.weights``, :mod:`harness.diagnostics.weights`): one row per (epoch, layer group),
   ``pd.DataFrame(d["data"], columns=d["columns"])``: epoch, phase_index, phase, group, trainable, lr, change_start,
   change_phase (``||W_t - W_0|| / ||W_0||``), grad_norm, update_ratio, norm_change, stats_drift; with ``version``,
   ``start_epoch`` and ``problems`` (broken freeze invariants, also lines in ``warnings``); ``cka``, ``cka_vs_base``,
-  ``cka_vs_baseB`` (config ``diagnostics.cka``, :mod:`harness.cka`): ``{group: linear CKA}`` of the trained network
+  ``cka_vs_baseB`` (config ``diagnostics.cka``, :mod:`harness.diagnostics.cka`): ``{group: linear CKA}`` of the trained network
   vs its start, its ``init.from`` checkpoint and the trained baseB, on the probe batch ``cka_probe`` describes.
 
 Written atomically: a reader sees the old file or the whole new one, never half of one.
@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
+import harness
 from harness.atomic import atomic_write
 
 RECORD_VERSION = 1
@@ -111,3 +114,101 @@ def failed_before_training(config: dict, reason: str) -> dict:
 def read_record(path: str | Path) -> dict:
     with open(path) as f:
         return json.load(f)
+
+
+def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_file, device) -> dict:
+    """The record of a run that trained (or stopped): everything above, from the run and its config."""
+    # Imported here: analysis reads records and must not pay for torch.
+    from harness.plan.summary import phase_rows
+
+    history = run.history
+    last = history[-1] if history else {}
+    best_k = int(cfg.get("best_k", 10))
+    test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    samples = sum(len(run.data.train) for _ in history)
+    return {
+        "version": RECORD_VERSION,
+        "run_id": rid,
+        "status": status,
+        "reason": reason,
+        "stopped_epoch": run.epochs_done if status != "ok" else None,
+        "config": config,
+        "plan": run.plan.to_dict(),
+        "groups": [
+            {"name": g.name, "modules": list(g.prefixes), "params": sum(p.numel() for p in gp.all)}
+            for g, gp in zip(run.model.groups, run.params, strict=True)
+        ],
+        "summary": [phase_rows(run.model, run.params, run.plan, i) for i in range(len(run.plan.phases))],
+        "metrics": {
+            "val_acc": last.get("val_acc"),
+            "val_loss": last.get("val_loss"),
+            "test_acc": last.get("test_acc"),
+            "test_loss": last.get("test_loss"),
+            "best_val_acc": max((h["val_acc"] for h in history), default=None),
+            "test_acc_best_k": best_k_mean(test_accs, best_k),
+            "best_k": min(best_k, len(test_accs)),
+        },
+        "history": history,
+        "data": {
+            "name": run.data.name,
+            "classes": run.data.classes,
+            "train": len(run.data.train),
+            "val": len(run.data.val),
+            "test": len(run.data.test),
+        },
+        "timing": {
+            "seconds": seconds,
+            "train_seconds": sum(h["seconds"] for h in history),
+            "samples_per_s": samples / sum(h["seconds"] for h in history) if history else None,
+            "started": started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            **memory_mb(),
+        },
+        "environment": environment(device, run),
+        "harness": {"version": harness.__version__, "git_commit": git_commit()},
+        "checkpoint": str(ckpt_file) if cfg.checkpoint.save and ckpt_file.exists() else None,
+        "warnings": [],
+    }
+
+
+def environment(device, run) -> dict:
+    """Versions and machine, and the settings that decide whether a rerun gives the same numbers."""
+    import torch
+
+    settings = {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "threads": torch.get_num_threads(),
+        "bf16": run.bf16,
+        "compile": run.compile,
+    }
+    # What is on that can change the numbers of a rerun with the same seed. On CPU nothing: the same seed and
+    # thread count give the same numbers (tests/test_train.py).
+    nondeterministic = []
+    if device.type == "cuda" and not settings["deterministic_algorithms"]:
+        nondeterministic.append(
+            "CUDA kernels with atomic adds (e.g. convolution backward): set deterministic=true"
+        )
+    return {
+        "torch": torch.__version__,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        **settings,
+        "nondeterministic": nondeterministic,
+    }
+
+
+def memory_mb() -> dict:
+    """This process's resident memory now and at its peak (Linux; empty elsewhere): a soak reads these per run."""
+    try:
+        import resource
+
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return {
+            "rss_mb": pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    except (OSError, ValueError, ImportError, IndexError):
+        return {}

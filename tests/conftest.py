@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from harness.compose import CONF_DIR
-from harness.compose import compose_config as compose
+from harness.config.compose import CONF_DIR
+from harness.config.compose import compose_config as compose
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR

@@ -20,12 +20,13 @@ import torch
 from optuna.trial import TrialState
 from torch import nn
 
-from harness.soak import TINY_DATA, TINY_MODEL
-
 REPO = Path(__file__).resolve().parents[1]
 
 # A tiny convnet on easy synthetic data: ~0.3 s per trial; lr 3e-2 learns (val_acc ~0.3 after one epoch),
 # 1e-6 does not (~0.1), so a median pruner has something to prune.
+# The tiny search: synthetic 12x12 images, a two-conv net, one thread, plain progress lines.
+TINY_DATA = ["data=synthetic", "data.noise=0.5", "batch_size=32", "threads=1", "progress=false"]
+TINY_MODEL = ["model.channels=[8,8]", "model.hidden=[16]"]
 TINY = [*TINY_DATA, "checkpoint.save=false"]
 CONVNET = TINY_MODEL
 # full_unfreeze with every searched key of the finetune_lr preset fixed but base_lr (given per test).
@@ -226,7 +227,7 @@ def wait_for_workers(workers: list[tuple], timeout: float) -> list[tuple[int, st
 
 def leftover_temporary_files(root: Path) -> list[Path]:
     """What an interrupted atomic write leaves: ``.name.*.tmp`` files (harness/atomic.py) and ``.<key>.tmp-<pid>``
-    folders of bases being built (harness/bases.py)."""
+    folders of bases being built (harness/transfer/bases.py)."""
     return sorted(p for p in root.rglob(".*") if p.name.endswith(".tmp") or ".tmp-" in p.name)
 
 

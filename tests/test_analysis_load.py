@@ -12,7 +12,7 @@ import pytest
 
 from analysis import load
 from analysis.load import INDEX_NAME, NoRunsError, load_history, load_runs, lr_long
-from analysis.select import select
+from analysis.selection import select
 from analysis.synthetic import fake_record, write_many, write_record
 
 

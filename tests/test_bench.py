@@ -1,6 +1,6 @@
 """The bench's pairing of measurements (the measurements themselves are not tests: no timing here)."""
 
-from harness.bench import alternating
+from benchmarks.bench import alternating
 
 
 def test_rounds_alternate_which_side_goes_first_and_the_warm_up_is_not_kept():

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness import checkpoint
+from harness.engine import checkpoint
 from harness.errors import ConfigError
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.cka import cka_from_grams, gram, group_outputs, linear_cka
 from harness.data import load_data
+from harness.diagnostics.cka import cka_from_grams, gram, group_outputs, linear_cka
 from harness.models import build_model
 from harness.train import train
 
@@ -178,10 +178,10 @@ def test_transfer_treatment_gets_cka_against_baseB(make_cfg, tmp_path):
 
 
 def test_a_comparison_that_cannot_be_made_is_a_warning_not_a_failure(make_cfg, monkeypatch):
-    import harness.cka as cka
-    from harness.train import build_run
+    import harness.diagnostics.cka as cka
+    from harness.assemble import assemble_run
 
-    run = build_run(make_cfg())
+    run = assemble_run(make_cfg())
     hook = cka.CkaHook(make_cfg().model, init_from=None, probe_size=8)
     hook.on_run_start(run)
     record = {"transfer": {"baseB": {"path": "/nonexistent/base"}}, "warnings": []}

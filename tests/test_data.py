@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from harness import data, splits
-from harness.data import DataBundle, TensorPart, batches, load_data, num_batches
+import harness.data as data
+from harness.data import DataBundle, TensorPart, batches, load_data, num_batches, splits
 from harness.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-import harness.diagnostics as diagnostics
-import harness.loop as loop
-import harness.train as train_module
-from harness.diagnostics import COLUMNS, WeightDiagnostics
-from harness.hooks import Hook
-from harness.optim import build_optimizer
+import harness.diagnostics.weights as diagnostics
+import harness.engine.loop as loop
+import harness.runner as runner_module
+from harness.diagnostics.weights import COLUMNS, WeightDiagnostics
+from harness.engine.hooks import Hook
+from harness.engine.optim import build_optimizer
 from harness.train import train
 
 
@@ -185,8 +185,8 @@ def test_gradient_norms_and_update_ratios_match_a_plain_computation(
 ):
     monkeypatch.setattr(diagnostics, "FLUSH_STEPS", flush_steps)
     reference = Reference()
-    real_build_hooks = train_module.build_hooks
-    monkeypatch.setattr(train_module, "build_hooks", lambda *a: real_build_hooks(*a) + [reference])
+    real_build_hooks = runner_module.build_hooks
+    monkeypatch.setattr(runner_module, "build_hooks", lambda *a: real_build_hooks(*a) + [reference])
     result = run(make_cfg, tmp_path, ["strategy=full_unfreeze", "strategy.epochs=2", "model.batchnorm=true"])
     frame = table(result)
     weights = {gp["name"]: gp["params"] for gp in result["groups"]}

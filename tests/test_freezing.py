@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 
-from harness.loop import fit
-from harness.train import build_run
+from harness.assemble import assemble_run
+from harness.engine.loop import fit
 
 
 def setup(cfg):
-    return build_run(cfg)
+    return assemble_run(cfg)
 
 
 def snapshot(run):
@@ -79,7 +79,7 @@ def test_batchnorm_policy(make_cfg, policy, affine_moves, stats_move):
 
 
 def test_eval_policy_keeps_frozen_norm_layers_in_eval_mode(make_cfg):
-    from harness.freezing import set_modes
+    from harness.plan.freezing import set_modes
 
     run = setup(make_cfg(BN + ["strategy.bn=eval"]))
     set_modes(run.model, ["head"], "eval")

@@ -1,4 +1,4 @@
-"""``python -m harness.inspect RUN_DIR``: the per-phase summary and weight-change table of a finished run."""
+"""``python -m harness.show RUN_DIR``: the per-phase summary and weight-change table of a finished run."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness.inspect import main
+from harness.show import main
 from harness.train import train
 
 
@@ -79,11 +79,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
 
 
 def test_the_module_runs_from_the_command_line(finished, tmp_path):
-    ok = subprocess.run(
-        [sys.executable, "-m", "harness.inspect", str(finished)], capture_output=True, text=True
-    )
+    ok = subprocess.run([sys.executable, "-m", "harness.show", str(finished)], capture_output=True, text=True)
     assert ok.returncode == 0 and "weight change" in ok.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "harness.inspect", str(tmp_path / "nope")], capture_output=True, text=True
+        [sys.executable, "-m", "harness.show", str(tmp_path / "nope")], capture_output=True, text=True
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stdout == ""

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 from search_helpers import REPO, env, sqlite_url
 
 from analysis.load import load_runs
-from harness import checkpoint
+from harness.engine import checkpoint
 
 pytestmark = pytest.mark.slow
 

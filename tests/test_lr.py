@@ -3,7 +3,7 @@ import math
 import pytest
 
 from harness.errors import ConfigError
-from harness.lr import LrSlice, parse_lr, spread
+from harness.plan.lr import LrSlice, parse_lr, spread
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])

@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import ConfigError
-from harness.groups import group_parameters
 from harness.models import build_model, head_layer, load_weights, reinitialize
+from harness.models.groups import group_parameters
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 MODELS = ["convnet", "resnet18", "resnet34", "resnet50", "custom"]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from harness.prefix import cacheable_groups
+from harness.engine.prefix import cacheable_groups
 from harness.train import train
 from tests.test_freezing import setup
 
@@ -47,7 +47,7 @@ def test_only_static_frozen_prefixes_are_cached(make_cfg, overrides, expected):
 
 
 def test_cached_features_equal_the_prefix_output(make_cfg):
-    from harness.prefix import phase_view
+    from harness.engine.prefix import phase_view
 
     run = setup(make_cfg(["strategy=head_only"]))
     view = phase_view(run.model, run.plan.phases[0], run.plan.bn, run.data, "cpu")
@@ -64,8 +64,8 @@ def test_cached_features_equal_the_prefix_output(make_cfg):
 )
 def test_the_prefix_runs_only_on_the_parts_a_phase_uses(make_cfg, monkeypatch, test_every_epoch, parts):
     # fastai's head phase: one cached epoch that never evaluates the test set unless every epoch does
-    import harness.prefix as prefix
-    from harness.loop import fit
+    import harness.engine.prefix as prefix
+    from harness.engine.loop import fit
 
     run = setup(
         make_cfg(["strategy=full_unfreeze", "strategy.epochs=1", f"test_every_epoch={test_every_epoch}"])
@@ -86,7 +86,7 @@ def test_the_prefix_runs_only_on_the_parts_a_phase_uses(make_cfg, monkeypatch, t
 def test_norm_layers_that_train_under_bn_train_are_not_static():
     from torch import nn
 
-    from harness.prefix import _is_static
+    from harness.engine.prefix import _is_static
 
     layer_norm = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))  # no running statistics, but affine params
     assert not _is_static(layer_norm, "train")  # fastai's train_bn: its affine params train in a frozen group

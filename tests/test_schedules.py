@@ -3,7 +3,7 @@ import math
 import pytest
 
 from harness.errors import ConfigError
-from harness.schedules import (
+from harness.plan.schedules import (
     check,
     cos_between,
     lr_factor,

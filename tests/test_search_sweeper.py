@@ -333,7 +333,7 @@ def test_a_worker_is_dead_only_when_its_process_on_this_machine_is_gone():
 def test_a_trial_is_never_pruned_after_its_last_epoch(tmp_path):
     from types import SimpleNamespace
 
-    from harness.hooks import StopRun
+    from harness.engine.hooks import StopRun
     from harness.search.trial_hook import TrialHook
 
     url = f"sqlite:///{tmp_path / 'study.db'}"

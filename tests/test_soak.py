@@ -1,5 +1,5 @@
 """Long searches in one process keep their memory flat (issue 8): each thing that used to pile up per trial is
-released, and ``python -m harness.soak`` measures a real search end to end.
+released, and ``python -m benchmarks.soak`` measures a real search end to end.
 
 What piled up, and the tests that pin its fix:
 - a new Optuna storage (SQLAlchemy engine) per job: the trial hook now reuses one per process and URL;
@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import pytest
 from search_helpers import REPO, env
 
-from harness import soak
+from benchmarks import soak
 from harness.search import study as studies
 from harness.search import trial_hook
 from harness.search.study import ATTR_KEY
@@ -106,7 +106,7 @@ def offline_wandb(tmp_path, monkeypatch):
 
 
 def wandb_hook(tmp_path, name: str):
-    from harness.logger import WandbHook
+    from harness.engine.logger import WandbHook
 
     return WandbHook({"mode": "offline", "dir": str(tmp_path), "run_name": name}, {"job": name}, name)
 
@@ -227,7 +227,7 @@ def test_soak_command_runs_a_search_and_writes_its_figures(tmp_path):
         [
             sys.executable,
             "-m",
-            "harness.soak",
+            "benchmarks.soak",
             "--trials",
             "12",
             "--root",

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from harness import splits
+from harness.data import splits
 from harness.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

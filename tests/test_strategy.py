@@ -2,7 +2,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from harness.errors import ConfigError
-from harness.strategy import Plan, compile_plan, freeze, freeze_to
+from harness.plan.strategies import Plan, compile_plan, freeze, freeze_to
 from tests.conftest import CONF
 
 ONE_CYCLE = OmegaConf.to_container(OmegaConf.load(CONF / "schedule/one_cycle.yaml"))

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from harness import checkpoint
-from harness.hooks import Hook
+from harness.engine import checkpoint
+from harness.engine.hooks import Hook
 from harness.record import RECORD_NAME, RECORD_VERSION
 from harness.store import RunStore
 from harness.train import train
@@ -97,13 +97,13 @@ def test_resume_ends_with_the_same_numbers(make_cfg, tmp_path, monkeypatch, stra
     over = [f"strategy={strategy}", "strategy.epochs=2", "model.batchnorm=true", "model.dropout=0.2"]
     straight, _ = run(make_cfg, tmp_path / "straight", over + ["resume=false"])
 
-    import harness.train as train_module
+    import harness.runner as runner_module
 
-    original = train_module.build_hooks
-    monkeypatch.setattr(train_module, "build_hooks", lambda *a: original(*a) + [Interrupt(2)])
+    original = runner_module.build_hooks
+    monkeypatch.setattr(runner_module, "build_hooks", lambda *a: original(*a) + [Interrupt(2)])
     with pytest.raises(KeyboardInterrupt):
         run(make_cfg, tmp_path / "broken", over + ["resume=false"])  # starts over, then dies after epoch 2
-    monkeypatch.setattr(train_module, "build_hooks", original)
+    monkeypatch.setattr(runner_module, "build_hooks", original)
     cfg = make_cfg(over)  # resume=true is the default
     assert checkpoint.load(RunStore(cfg.checkpoint.dir, straight["run_id"]).checkpoint)["epochs_done"] == 2
     resumed = train(cfg, tmp_path / "resumed")
@@ -151,16 +151,16 @@ def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_p
     from search_helpers import FAULTY_MODEL
     from search_helpers import TINY as SEARCH_TINY
 
+    from harness.assemble import assemble_run
+    from harness.engine.loop import fit
     from harness.errors import NumericalError
-    from harness.loop import fit
-    from harness.train import build_run
 
     cfg = compose_config(
         [*SEARCH_TINY, *FAULTY_MODEL, "+model.net.mode=inf_grad", "strategy=full_unfreeze"],
         tiny=False,
         root=tmp_path,
     )
-    run = build_run(cfg)
+    run = assemble_run(cfg)
     with pytest.raises(NumericalError, match=r"gradient is .*Inf.* at epoch 1, step 3 \(loss [0-9.]+\) in "):
         fit(run)
     assert all(torch.isfinite(p).all() for p in run.model.net.parameters())  # the poisoned step never ran
@@ -171,11 +171,11 @@ def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_p
 
 
 def test_the_finite_check_keeps_the_gradient_norms_and_stops_only_on_nan_or_inf(make_cfg):
+    from harness.assemble import assemble_run
+    from harness.engine.loop import check_finite, enter_phase
     from harness.errors import NumericalError
-    from harness.loop import check_finite, enter_phase
-    from harness.train import build_run
 
-    run = build_run(make_cfg(["strategy=head_only"]))
+    run = assemble_run(make_cfg(["strategy=head_only"]))
     enter_phase(run, 0, first_epoch_of_phase=True)
     assert run.train_params == run.params[-1].all  # the head's weight and bias
     for p in run.train_params:
@@ -201,8 +201,8 @@ def test_the_finite_check_keeps_the_gradient_norms_and_stops_only_on_nan_or_inf(
 
 @pytest.mark.parametrize("optim", ["adamw", "sgd"])
 def test_the_fused_optimizer_gives_the_numbers_of_the_plain_one(make_cfg, tmp_path, optim):
+    from harness.assemble import assemble_run
     from harness.errors import ConfigError
-    from harness.train import build_run
 
     fused, _ = run(make_cfg, tmp_path, [f"optim={optim}"], "fused")
     plain, _ = run(make_cfg, tmp_path, [f"optim={optim}", "optim.fused=false"], "plain")
@@ -211,7 +211,7 @@ def test_the_fused_optimizer_gives_the_numbers_of_the_plain_one(make_cfg, tmp_pa
         for key in ("train_loss", "val_loss", "test_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-4), key
     with pytest.raises(ConfigError, match="optim.fused='yes' must be true or false"):
-        build_run(make_cfg([f"optim={optim}", "optim.fused=yes"]))
+        assemble_run(make_cfg([f"optim={optim}", "optim.fused=yes"]))
 
 
 class FailsAtTheEnd(Hook):
@@ -220,10 +220,10 @@ class FailsAtTheEnd(Hook):
 
 
 def test_a_hook_failing_at_the_end_never_loses_the_result(make_cfg, tmp_path, monkeypatch):
-    import harness.train as train_module
+    import harness.runner as runner_module
 
-    original = train_module.build_hooks
-    monkeypatch.setattr(train_module, "build_hooks", lambda *a: [FailsAtTheEnd(), *original(*a)])
+    original = runner_module.build_hooks
+    monkeypatch.setattr(runner_module, "build_hooks", lambda *a: [FailsAtTheEnd(), *original(*a)])
     result = train(make_cfg(), tmp_path / "run")
     assert result["status"] == "ok"
     assert any("FailsAtTheEnd failed at the end of the run: ConnectionError" in w for w in result["warnings"])

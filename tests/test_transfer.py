@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import checkpoint
+from harness.engine import checkpoint
 from harness.errors import ConfigError
 from harness.train import train
 
@@ -50,7 +50,7 @@ def test_frozen_treatment_copies_and_freezes_exactly_the_first_n_layers(make_cfg
 def test_plus_treatment_starts_from_the_copy_and_trains_it(make_cfg, tmp_path, monkeypatch):
     n = 3
     seen = {}
-    import harness.checkpoint as ck
+    import harness.engine.checkpoint as ck
 
     original = ck.load_model_state
 

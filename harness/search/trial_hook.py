@@ -7,7 +7,7 @@ accuracy after every epoch and, when the study's pruner says so, ends the run wi
 
 The storage is opened once per process and URL (:func:`shared_storage`), not once per job: with the basic
 launcher every trial of a sweep runs in the sweeper's process, and a storage per job grew that process by
-~0.1 MB per trial, ~10 MB by the 100th (see :func:`shared_storage`; measured with ``python -m harness.soak``).
+~0.1 MB per trial, ~10 MB by the 100th (see :func:`shared_storage`; measured with ``python -m benchmarks.soak``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Mapping
 
-from harness.hooks import Hook, StopRun
+from harness.engine.hooks import Hook, StopRun
 from harness.search.outcome import EPOCH_METRIC
 
 KEEP_STORAGES = 4  # storages kept open per process: one per study URL in use, a few for tests that make many

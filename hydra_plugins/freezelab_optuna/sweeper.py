@@ -409,7 +409,7 @@ class FreezelabOptunaSweeper(Sweeper):
         if ret is not None:
             folder = _output_dir(ret) or job.folder
             # Keep the return without its two full configs (~0.25 MB a trial): a 1,000-trial search in one
-            # process would otherwise hold every job's config until it ends (python -m harness.soak).
+            # process would otherwise hold every job's config until it ends (python -m benchmarks.soak).
             ret.cfg = ret.hydra_cfg = None
             self.returns.append(ret)
         else:

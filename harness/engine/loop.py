@@ -1,0 +1,195 @@
+"""The training loop: executes a freeze plan epoch by epoch. Reads top to bottom.
+
+Everything the loop needs is gathered in a :class:`Run` by :mod:`harness.train`; everything optional
+(progress, logging, pruning, diagnostics) is a :class:`harness.engine.hooks.Hook`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from harness.data import DataBundle, batches, inference_batch_size, num_batches
+from harness.engine.hooks import Hook, call
+from harness.engine.optim import build_optimizer, set_rates
+from harness.engine.prefix import phase_view
+from harness.errors import NumericalError
+from harness.models.groups import GroupedModel
+from harness.plan import freezing, schedules
+from harness.plan.freezing import GroupParams
+from harness.plan.strategies import Plan
+
+
+@dataclass
+class Run:
+    model: GroupedModel
+    params: list[GroupParams]
+    plan: Plan
+    data: DataBundle
+    optim_cfg: dict
+    batch_size: int
+    seed: int
+    device: torch.device
+    hooks: list[Hook] = field(default_factory=list)
+    save_checkpoint: Callable[[Run], None] | None = None
+    optimizer: torch.optim.Optimizer | None = None
+    history: list[dict] = field(default_factory=list)
+    epochs_done: int = 0  # > 0 when resumed from a checkpoint
+    prefix_cache: bool = (
+        True  # run a frozen, static input-side prefix once per phase (harness/engine/prefix.py)
+    )
+    # autocast forward and loss to bfloat16 (mixed precision; weights and optimizer stay fp32)
+    bf16: bool = False
+    # torch.compile the module each phase trains (the net, or net[k:] behind a cached prefix)
+    compile: bool = False
+    # the paper's best-k metric needs a test evaluation per epoch; else only the last
+    test_every_epoch: bool = True
+    # Set by the loop for hooks: the parameters that train in the current phase (requires_grad, group by
+    # group, in GroupParams.all order), and after each backward the L2 norm of each one's gradient (0 where
+    # it has none), computed once per step by check_finite (the diagnostics reuse them).
+    train_params: list[torch.nn.Parameter] = field(default_factory=list)
+    grad_norms: list[torch.Tensor] = field(default_factory=list)
+
+    def shuffle_seed(self, epoch: int) -> int:
+        # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
+        return self.seed * 1_000_003 + epoch
+
+
+def autocast(device, enabled: bool):
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@torch.no_grad()
+def evaluate(
+    net: torch.nn.Module, part, device, batch_size: int | None = None, bf16: bool = False
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``net`` on a data part, in eval mode."""
+    was_training = net.training
+    net.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in batches(part, batch_size or inference_batch_size(device), shuffle=False, device=device):
+        with autocast(device, bf16):
+            logits = net(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += len(y)
+    net.train(was_training)
+    return loss_sum / count, correct / count
+
+
+def check_finite(run: Run, loss: torch.Tensor, epoch: int, step: int) -> None:
+    """End the run at the step where the loss or any gradient stops being finite, before the optimizer step
+    spreads it into the weights.
+
+    One host sync per step, as a plain loss check costs: the L2 norm of every trainable parameter's gradient
+    (kept in ``run.grad_norms``) is NaN or Inf when one of its elements is, and so is their sum with the loss.
+    That sum can also overflow on huge finite values, so only when it is not finite are the loss and the
+    gradients looked at element by element: a finite gradient never ends a run.
+    """
+    grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in run.train_params]
+    run.grad_norms = torch._foreach_norm(grads) if grads else []
+    total = loss.detach() + torch.stack(run.grad_norms).sum() if grads else loss.detach()
+    if torch.isfinite(total):
+        return
+    where = f"at epoch {epoch + 1}, step {step + 1}"
+    if not torch.isfinite(loss):
+        raise NumericalError(f"loss is {loss.item()} {where}")
+    bad = [
+        (name, p.grad)
+        for name, p in run.model.net.named_parameters()
+        if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
+    if not bad:
+        return  # the norms overflowed on finite gradients
+    kinds = "/".join(sorted({"NaN" if torch.isnan(g).any() else "Inf" for _, g in bad}))
+    names = ", ".join(name for name, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
+    raise NumericalError(f"gradient is {kinds} {where} (loss {loss.item():.4g}) in {names}")
+
+
+def enter_phase(run: Run, index: int, first_epoch_of_phase: bool) -> None:
+    phase = run.plan.phases[index]
+    freezing.apply_trainable(run.params, phase.trainable, run.plan.bn)
+    run.train_params = [p for group in run.params for p in group.all if p.requires_grad]
+    reset = run.plan.optimizer_state == "reset" and first_epoch_of_phase
+    if run.optimizer is None or reset:
+        run.optimizer = build_optimizer(run.optim_cfg, run.params, phase.lr)
+    call(run.hooks, "on_phase_start", run, index)
+
+
+def fit(run: Run) -> None:
+    """Train ``run.model`` through the remaining epochs of ``run.plan``; history goes to ``run.history``."""
+    plan = run.plan
+    steps = num_batches(run.data.train, run.batch_size)
+    call(run.hooks, "on_run_start", run)
+    first_epoch = run.epochs_done
+    for epoch in range(first_epoch, plan.total_epochs):
+        phase_index, epoch_in_phase = plan.phase_at(epoch)
+        phase = plan.phases[phase_index]
+        started = time.perf_counter()  # the epoch's seconds include a phase's setup (and prefix features)
+        if epoch_in_phase == 0 or epoch == first_epoch:
+            enter_phase(run, phase_index, first_epoch_of_phase=epoch_in_phase == 0)
+            # What this phase feeds to which module: the whole net on the data, or net[k:] on cached features,
+            # each part's computed when first asked for: train and val now (the epoch's seconds include them),
+            # test only if this phase evaluates it.
+            view = phase_view(run.model, phase, plan.bn, run.data, run.device, enabled=run.prefix_cache)
+            for part in ("train", "val"):
+                view.part(part)
+            if run.compile:
+                view.net = torch.compile(view.net)
+        freezing.set_modes(run.model, phase.trainable, plan.bn)
+
+        phase_steps = phase.epochs * steps
+        loss_sum = torch.zeros((), device=run.device)
+        lr_max = [0.0] * len(plan.groups)
+        seed = run.shuffle_seed(epoch)
+        order = batches(view.part("train"), run.batch_size, shuffle=True, seed=seed, device=run.device)
+        for i, (x, y) in enumerate(order):
+            step = epoch_in_phase * steps + i
+            factor = schedules.lr_factor(phase.schedule, step, phase_steps, steps)
+            set_rates(run.optimizer, phase.lr, factor, schedules.momentum(phase.schedule, step, phase_steps))
+            lr_max = [max(m, lr * factor) for m, lr in zip(lr_max, phase.lr, strict=True)]
+
+            run.optimizer.zero_grad(set_to_none=True)  # also drops stale grads of groups frozen since
+            with autocast(run.device, run.bf16):
+                loss = F.cross_entropy(view.net(x).float(), y)
+            loss.backward()
+            check_finite(run, loss, epoch, i)
+            call(run.hooks, "after_backward", run)
+            run.optimizer.step()
+            loss_sum += loss.detach()
+            call(run.hooks, "on_batch_end", run, i + 1, steps, loss)
+        seconds = time.perf_counter() - started
+
+        val_loss, val_acc = evaluate(view.net, view.part("val"), run.device, bf16=run.bf16)
+        test_loss, test_acc = None, None
+        if run.test_every_epoch or epoch == plan.total_epochs - 1:
+            test_loss, test_acc = evaluate(view.net, view.part("test"), run.device, bf16=run.bf16)
+        trains = set(phase.trainable)
+        entry = {
+            "epoch": epoch + 1,
+            "phase": phase.name,
+            "phase_index": phase_index,
+            "train_loss": loss_sum.item() / steps,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            # The rate each group actually got (0 for frozen groups; their norm params may still train under bn=train).
+            "lr": {
+                g: (pg["lr"] if g in trains else 0.0)
+                for g, pg in zip(plan.groups, run.optimizer.param_groups, strict=True)
+            },
+            "lr_max": {g: (m if g in trains else 0.0) for g, m in zip(plan.groups, lr_max, strict=True)},
+            "seconds": seconds,
+            "cached_groups": view.cached_groups,
+            "samples_per_s": len(run.data.train) / seconds if seconds > 0 else None,
+        }
+        run.history.append(entry)
+        run.epochs_done = epoch + 1
+        if run.save_checkpoint is not None:
+            run.save_checkpoint(run)
+        call(run.hooks, "on_epoch_end", run, entry)

@@ -1,0 +1,77 @@
+"""Progress output: a live line on a terminal, one plain line per epoch under CI or into a file.
+
+Every epoch line says n of N, the best validation accuracy so far and the time left, so a long run
+shows where it is whether you watch it or read its log afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from harness.engine.hooks import Hook
+from harness.plan.summary import format_table, phase_rows
+
+
+def interactive(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return stream.isatty() and not os.environ.get("CI")
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+class ProgressHook(Hook):
+    def __init__(self, stream=None, prefix: str = "", epoch_lines: bool = True):
+        self.stream = stream or sys.stdout
+        self.epoch_lines = epoch_lines  # the plan and the phase summaries are printed either way
+        self.live = epoch_lines and interactive(self.stream)
+        self.prefix = prefix
+        self.best = float("-inf")
+        self.started = time.perf_counter()
+        self.epoch_started = self.started
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def on_run_start(self, run) -> None:
+        self._print(run.plan.describe())
+        self.started = time.perf_counter()
+        self.first_epoch = run.epochs_done
+
+    def on_phase_start(self, run, phase_index: int) -> None:
+        phase = run.plan.phases[phase_index]
+        title = f"phase {phase_index + 1}/{len(run.plan.phases)} '{phase.name}' ({phase.epochs} epochs)"
+        self._print(format_table(phase_rows(run.model, run.params, run.plan, phase_index), title))
+
+    def on_batch_end(self, run, step: int, steps: int, loss) -> None:
+        if not self.live or (step % 10 and step != steps):
+            return
+        if step == 1:
+            self.epoch_started = time.perf_counter()
+        width = 24
+        done = int(width * step / steps)
+        line = f"\r{self.prefix}epoch {run.epochs_done + 1}/{run.plan.total_epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} loss {loss.item():.4f}"
+        print(line, end="", file=self.stream, flush=True)
+
+    def on_epoch_end(self, run, entry: dict) -> None:
+        if not self.epoch_lines:
+            return
+        self.best = max(self.best, entry["val_acc"])
+        epochs_run = run.epochs_done - self.first_epoch
+        left = (time.perf_counter() - self.started) / epochs_run * (run.plan.total_epochs - run.epochs_done)
+        text = (
+            f"{self.prefix}epoch {entry['epoch']}/{run.plan.total_epochs} [{entry['phase']}] "
+            f"train_loss {entry['train_loss']:.4f} val_loss {entry['val_loss']:.4f} val_acc {entry['val_acc']:.4f} "
+            f"(best {self.best:.4f}) {entry['seconds']:.2f}s, left ~{format_seconds(left)}"
+        )
+        if self.live:
+            text = "\r\033[K" + text
+        self._print(text)

@@ -1,0 +1,24 @@
+"""Models: every builder returns a network with its ordered layer groups (input side first, head last).
+
+- :mod:`~harness.models.build`: :func:`build_model`, the one entry point (``model`` config -> model);
+- :mod:`~harness.models.groups`: layer groups, the split checks and the head;
+- :mod:`~harness.models.convnet`, :mod:`~harness.models.resnet`, :mod:`~harness.models.custom`: the builders;
+- :mod:`~harness.models.weights`: state_dict files matched key by key.
+"""
+
+from harness.models.build import ALLOWED_KEYS, BUILDERS, build_model, reinitialize
+from harness.models.groups import GroupedModel, LayerGroup, head_layer
+from harness.models.resnet import RESNET_SPLITS
+from harness.models.weights import load_weights
+
+__all__ = [
+    "ALLOWED_KEYS",
+    "BUILDERS",
+    "RESNET_SPLITS",
+    "GroupedModel",
+    "LayerGroup",
+    "build_model",
+    "head_layer",
+    "load_weights",
+    "reinitialize",
+]

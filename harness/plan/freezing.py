@@ -1,0 +1,65 @@
+"""Putting a phase of a plan into effect on a model: requires_grad and norm-layer modes.
+
+Frozen means frozen: a frozen parameter has ``requires_grad=False``, so it gets no gradient, and
+optimizers skip parameters without a gradient, so it also gets no weight decay and no optimizer-state
+change. Norm layers inside frozen groups follow the plan's BatchNorm policy:
+
+| policy   | affine params (weight, bias) | running statistics | layer mode |
+|----------|------------------------------|--------------------|------------|
+| `train`  | keep training (fastai's `train_bn=True`) | update    | train      |
+| `frozen` | fixed                        | update             | train      |
+| `eval`   | fixed                        | fixed              | eval       |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from harness.models.groups import NORM_TYPES, GroupedModel, group_modules, group_parameters, norm_layers
+
+
+@dataclass
+class GroupParams:
+    """The parameters of one layer group, split into norm-layer params and the rest."""
+
+    name: str
+    norm: list[nn.Parameter]
+    other: list[nn.Parameter]
+
+    @property
+    def all(self) -> list[nn.Parameter]:
+        return self.other + self.norm
+
+
+def split_group_params(model: GroupedModel) -> list[GroupParams]:
+    by_group = group_parameters(model)
+    norm_ids = {
+        id(p) for m in model.net.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)
+    }
+    return [
+        GroupParams(g.name, [p for p in ps if id(p) in norm_ids], [p for p in ps if id(p) not in norm_ids])
+        for g, ps in zip(model.groups, by_group, strict=True)
+    ]
+
+
+def apply_trainable(params: list[GroupParams], trainable: list[str], bn: str) -> None:
+    """Set requires_grad for every parameter from the phase's trainable groups and the bn policy."""
+    for group in params:
+        trains = group.name in trainable
+        for p in group.other:
+            p.requires_grad_(trains)
+        for p in group.norm:
+            p.requires_grad_(trains or bn == "train")
+
+
+def set_modes(model: GroupedModel, trainable: list[str], bn: str) -> None:
+    """Call instead of ``net.train()``: under bn=eval, norm layers of frozen groups stay in eval mode."""
+    model.net.train()
+    if bn != "eval":
+        return
+    for group, modules in zip(model.groups, group_modules(model), strict=True):
+        if group.name not in trainable:
+            for layer in norm_layers(modules):
+                layer.eval()
