@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from harness.config import checks
 from harness.data import DataBundle, load_data
 from harness.engine import checkpoint, optim
+from harness.engine.early_stop import EarlyStop
 from harness.engine.loop import Run
 from harness.errors import ConfigError
 from harness.models import GroupedModel, build_model
@@ -103,13 +104,21 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     ``load_weights=False`` checks ``init`` without reading its checkpoint: the transfer experiment checks a
     treatment this way before its base exists.
     """
-    checks.integer(cfg.get("seed"), "seed", low=0)
+    seed = checks.integer(cfg.get("seed"), "seed", low=0)
+    # The seed of this network's fresh weights and batch order: the transfer experiment draws one per network.
+    init_seed = (
+        seed if cfg.get("init_seed") is None else checks.integer(cfg.get("init_seed"), "init_seed", low=0)
+    )
     checks.integer(cfg.get("batch_size"), "batch_size", low=1)
+    checks.integer(cfg.get("best_k", 3), "best_k", low=1)
+    patience = (cfg.get("early_stopping") or {}).get("patience")
+    if patience is not None:
+        checks.integer(patience, "early_stopping.patience", low=1)
     optim.check(cfg.optim)
     device = resolve_device(cfg.device)
     set_threads(cfg.get("threads"))
     set_determinism(cfg.get("deterministic", False))
-    seed_everything(cfg.seed)
+    seed_everything(init_seed)
     data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
     model = model_for(cfg.model, data)
     load_init(model, cfg.init, load=load_weights)
@@ -128,10 +137,11 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
         data=data.on(device, channels_last=channels_last),
         optim_cfg=dict(cfg.optim),
         batch_size=int(cfg.batch_size),
-        seed=int(cfg.seed),
+        seed=init_seed,
         device=device,
         prefix_cache=bool(cfg.get("prefix_cache", True)),
         bf16=precision == "bf16",
         compile=bool(speed.get("compile", False)),
         test_every_epoch=bool(cfg.get("test_every_epoch", True)),
+        early_stop=EarlyStop(patience) if patience is not None else None,
     )

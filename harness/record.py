@@ -5,8 +5,13 @@ Fields (schema version ``RECORD_VERSION``):
   | ``pruned``), ``reason`` (why it failed or was pruned, else null), ``stopped_epoch``;
 - ``config``: the resolved config; ``plan``: the freeze plan (:class:`harness.plan.strategies.Plan` as data);
 - ``groups``: per layer group name, modules, #params; ``summary``: per phase, the table printed at phase start;
-- ``metrics``: ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (last epoch), ``best_val_acc``,
-  ``test_acc_best_k`` (the paper's mean of the k best test evaluations) and ``best_k``;
+- ``metrics``: ``val_acc``, ``val_loss``, ``test_acc``, ``test_loss`` (of the weights the run ends with: the
+  last epoch, or with early stopping the best-validation epoch), ``best_val_acc``, ``test_acc_best_val_k`` (the
+  mean test accuracy over the ``best_k`` epochs with the best validation accuracy, later epoch on ties: chosen
+  on validation only) and ``best_k`` (how many epochs it averaged);
+- ``init_seed``: the seed this network's fresh weights and batch order were drawn with (``init_seed`` in the
+  config, else ``seed``; the transfer experiment draws one per network); ``early_stopping`` (null without it):
+  patience, epochs trained, best_epoch (its weights are kept), best_val_acc, stopped (``patience`` | ``cap``);
 - ``history``: one entry per epoch: epoch, phase, phase_index, train_loss, val_loss, val_acc, test_acc,
   test_loss (null before the last epoch when ``test_every_epoch=false``), lr (per group, at the epoch's last step), lr_max (per group), seconds, samples_per_s;
 - ``timing``: seconds, samples_per_s, started, finished, rss_mb and peak_rss_mb (this process's resident memory
@@ -90,10 +95,15 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def best_k_mean(values: list[float], k: int) -> float | None:
-    """The paper's metric: the mean of the k best evaluations of a run (all of them if fewer)."""
-    finite = sorted((v for v in values if v == v), reverse=True)
-    return sum(finite[:k]) / len(finite[:k]) if finite else None
+def best_val_k_mean(history: list[dict], k: int) -> tuple[float | None, int]:
+    """The paper-style metric, chosen on validation only: the mean test accuracy over the k epochs with the
+    best validation accuracy (the later epoch on ties), and how many epochs it averaged (fewer when fewer
+    epochs have both evaluations). The test set never takes part in choosing the epochs."""
+    evaluated = [h for h in history if h.get("test_acc") is not None and h.get("val_acc") == h.get("val_acc")]
+    chosen = sorted(evaluated, key=lambda h: (h["val_acc"], h["epoch"]), reverse=True)[:k]
+    if not chosen:
+        return None, 0
+    return sum(h["test_acc"] for h in chosen) / len(chosen), len(chosen)
 
 
 def failed_before_training(config: dict, reason: str) -> dict:
@@ -122,15 +132,20 @@ def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_fi
     from harness.plan.summary import phase_rows
 
     history = run.history
-    last = history[-1] if history else {}
-    best_k = int(cfg.get("best_k", 10))
-    test_accs = [h["test_acc"] for h in history if h["test_acc"] is not None]
+    # The metrics describe the weights the run ends with: the last epoch's, or early stopping's best.
+    kept = (
+        run.early_stop.best_epoch if run.early_stop and run.early_stop.weights is not None else len(history)
+    )
+    last = history[kept - 1] if history else {}
+    best_k = int(cfg.get("best_k", 3))
+    test_acc_best_val_k, k_used = best_val_k_mean(history, best_k)
     samples = sum(len(run.data.train) for _ in history)
     return {
         "version": RECORD_VERSION,
         "run_id": rid,
         "status": status,
         "reason": reason,
+        "init_seed": run.seed,
         "stopped_epoch": run.epochs_done if status != "ok" else None,
         "config": config,
         "plan": run.plan.to_dict(),
@@ -145,9 +160,10 @@ def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_fi
             "test_acc": last.get("test_acc"),
             "test_loss": last.get("test_loss"),
             "best_val_acc": max((h["val_acc"] for h in history), default=None),
-            "test_acc_best_k": best_k_mean(test_accs, best_k),
-            "best_k": min(best_k, len(test_accs)),
+            "test_acc_best_val_k": test_acc_best_val_k,
+            "best_k": k_used,
         },
+        "early_stopping": run.early_stop.summary(len(history)) if run.early_stop else None,
         "history": history,
         "data": {
             "name": run.data.name,

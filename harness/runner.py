@@ -42,10 +42,10 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, dict]:
     job = transfer_plan.plan(cfg, n_groups)
     for base_cfg in job.bases.values():
         assemble_run(base_cfg)
-    assemble_run(job.run_config({}), load_weights=False)
+    assemble_run(job.run_config(), load_weights=False)
     check_writable(job.cache_dir, "transfer.cache_dir")
     entries = {role: ensure_base(base_cfg, job.cache_dir, run_job) for role, base_cfg in job.bases.items()}
-    run_cfg = job.run_config({role: str(entry.checkpoint) for role, entry in entries.items()})
+    run_cfg = job.run_config(entries)
     return run_cfg, {"transfer": job.section(entries)}
 
 
@@ -129,6 +129,7 @@ def train_once(
                 "config": config,
                 "run_id": rid,
                 "rng": torch.get_rng_state(),
+                "early_stop": run.early_stop.state() if run.early_stop else None,
             },
         )
 
@@ -183,6 +184,8 @@ def resume_from(run: Run, state: dict, path: Path) -> None:
     run.epochs_done = int(state["epochs_done"])
     run.history = list(state["history"])
     torch.set_rng_state(state["rng"])
+    if run.early_stop is not None and state.get("early_stop"):
+        run.early_stop.load_state(state["early_stop"])
     if run.epochs_done < run.plan.total_epochs:
         index, _ = run.plan.phase_at(run.epochs_done)
         enter_phase(run, index, first_epoch_of_phase=False)  # restores requires_grad and builds the optimizer

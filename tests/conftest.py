@@ -26,10 +26,23 @@ TINY = [
 ]
 
 
+# A transfer grid's bases and treatments train to convergence by default (transfer.base_epochs=auto, up to 40
+# epochs); shrunk, they train the TINY epochs unless a test asks for auto itself.
+TINY_TRANSFER = ["transfer.base_epochs=null", "transfer.epochs=null"]
+
+
 def compose_config(
     overrides: list[str] | None = None, *, tiny: bool = True, root: Path | None = None
 ) -> DictConfig:
-    return compose(TINY + list(overrides or []) if tiny else overrides, root=root)
+    overrides = list(overrides or [])
+    if tiny:
+        asked = {o.split("=")[0] for o in overrides}
+        with_transfer = any(
+            o.startswith(("transfer=yosinski", "experiment=", "search=transfer")) for o in overrides
+        )
+        shrink = [o for o in TINY_TRANSFER if with_transfer and o.split("=")[0] not in asked]
+        overrides = TINY + shrink + overrides
+    return compose(overrides, root=root)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def test_record_schema(make_cfg, tmp_path):
     on_disk = json.loads((tmp_path / "run" / RECORD_NAME).read_text())
     assert on_disk == json.loads(json.dumps(result))
     assert on_disk["version"] == RECORD_VERSION and on_disk["status"] == "ok" and on_disk["reason"] is None
-    for key in ("val_acc", "test_acc", "val_loss", "test_loss", "best_val_acc", "test_acc_best_k"):
+    for key in ("val_acc", "test_acc", "val_loss", "test_loss", "best_val_acc", "test_acc_best_val_k"):
         assert 0 <= on_disk["metrics"][key] < 10, key
     names = [g["name"] for g in on_disk["groups"]]
     assert names[-1] == "head" and all(g["params"] > 0 for g in on_disk["groups"])
@@ -144,7 +144,7 @@ def test_test_set_only_at_the_end_changes_no_number(make_cfg, tmp_path):
     assert end["history"][-1]["test_acc"] == every["history"][-1]["test_acc"]
     assert end["metrics"]["test_acc"] == every["metrics"]["test_acc"]
     assert [h["val_acc"] for h in end["history"]] == [h["val_acc"] for h in every["history"]]
-    assert end["metrics"]["test_acc_best_k"] == end["metrics"]["test_acc"] and end["metrics"]["best_k"] == 1
+    assert end["metrics"]["test_acc_best_val_k"] == end["metrics"]["test_acc"] and end["metrics"]["best_k"] == 1
 
 
 def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_path):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data import DataBundle, batches, inference_batch_size, num_batches
+from harness.engine.early_stop import EarlyStop
 from harness.engine.hooks import Hook, call
 from harness.engine.optim import build_optimizer, set_rates
 from harness.engine.prefix import phase_view
@@ -53,6 +54,8 @@ class Run:
     # it has none), computed once per step by check_finite (the diagnostics reuse them).
     train_params: list[torch.nn.Parameter] = field(default_factory=list)
     grad_norms: list[torch.Tensor] = field(default_factory=list)
+    # early_stopping.patience: stop when validation accuracy stops improving, end with the best weights
+    early_stop: EarlyStop | None = None
 
     def shuffle_seed(self, epoch: int) -> int:
         # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -190,6 +193,24 @@ def fit(run: Run) -> None:
         }
         run.history.append(entry)
         run.epochs_done = epoch + 1
+        stop = run.early_stop is not None and run.early_stop.update(run.model.net, epoch + 1, val_acc)
         if run.save_checkpoint is not None:
             run.save_checkpoint(run)
         call(run.hooks, "on_epoch_end", run, entry)
+        if stop:
+            break
+    if run.early_stop is not None:
+        end_with_best_weights(run)
+
+
+def end_with_best_weights(run: Run) -> None:
+    """Early stopping's end: the best-validation weights back in the net (and in the checkpoint), and their
+    test accuracy in their epoch's entry if that epoch had no test evaluation."""
+    run.early_stop.restore(run.model.net)
+    kept = run.history[run.early_stop.best_epoch - 1]
+    if kept["test_acc"] is None:
+        kept["test_loss"], kept["test_acc"] = evaluate(
+            run.model.net, run.data.test, run.device, bf16=run.bf16
+        )
+    if run.save_checkpoint is not None:
+        run.save_checkpoint(run)

@@ -37,17 +37,37 @@ class BaseEntry:
     trained_now: bool  # this job trained it (False: it came from the cache)
 
     def summary(self) -> dict:
+        """The base as a treatment's record names it: where, which draw, how it ended, how good."""
         metrics = self.record["metrics"]
         return {
             "key": self.key,
             "path": str(self.folder),
             "half": self.record["config"]["half"],
             "seed": self.record["config"]["seed"],
+            "init_seed": self.record.get("init_seed"),
             "test_acc": metrics["test_acc"],
             "val_acc": metrics["val_acc"],
-            "test_acc_best_k": metrics["test_acc_best_k"],
+            "test_acc_best_val_k": metrics.get("test_acc_best_val_k"),
+            **convergence(self.record),
             "trained_now": self.trained_now,
         }
+
+
+def convergence(result: dict) -> dict:
+    """How a base ended: epochs trained, the epoch whose weights it kept, why it stopped, and whether its
+    validation accuracy may still have been rising (the sign of an undertrained base)."""
+    history = result.get("history") or []
+    stopping = result.get("early_stopping")
+    epochs = len(history)
+    if stopping:
+        best, stopped, patience = stopping["best_epoch"], stopping["stopped"], stopping["patience"]
+        # Stopped by the cap with an improvement inside the last `patience` epochs: not shown to be converged.
+        rising = stopped == "cap" and best > epochs - patience
+    else:
+        vals = [h["val_acc"] for h in history]
+        best = max(range(epochs), key=lambda i: (vals[i], i)) + 1 if history else 0
+        stopped, rising = "fixed", epochs > 0 and best == epochs
+    return {"epochs": epochs, "best_epoch": best, "stopped": stopped, "still_rising": rising}
 
 
 def sha256(path: Path) -> str:
@@ -85,6 +105,8 @@ def read_entry(folder: Path, key: str) -> BaseEntry | None:
 # Exactly the inputs that decide a base's weights. A whitelist, so that a new bookkeeping key anywhere in
 # the config (a logger, a diagnostics switch) never re-keys the cache and retrains every base.
 BASE_INPUTS = (
+    "init_seed",
+    "early_stopping",
     "data",
     "split",
     "half",

@@ -9,10 +9,12 @@ treatment's own run on half B once the base checkpoints are known. Nothing here 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from harness.config import checks
 from harness.errors import ConfigError
 from harness.transfer.treatments import Treatment, treatment_of
 
@@ -27,10 +29,18 @@ class TransferPlan:
     cfg: DictConfig  # the treatment job's config, as composed
     bases: dict[str, DictConfig] = field(default_factory=dict)  # role -> base config; "baseB" always
 
-    def run_config(self, checkpoints: dict[str, str | None]) -> DictConfig:
-        """The ordinary run of the treatment: half B, the first n groups copied and frozen or trained."""
-        source = checkpoints.get(self.source) if self.source else None
-        return treatment_config(self.cfg, self.treatment, self.n, source)
+    def run_config(self, entries: dict | None = None) -> DictConfig:
+        """The ordinary run of the treatment: half B, the first n groups copied and frozen or trained.
+
+        ``entries`` (role -> :class:`~harness.transfer.bases.BaseEntry`) once the bases exist; without them the
+        config is for checking only (no checkpoint yet, and ``transfer.epochs=auto`` at its cap).
+        """
+        entries = entries or {}
+        source = entries.get(self.source) if self.source else None
+        epochs = treatment_epochs(self.cfg, entries.get("baseB"))
+        return treatment_config(
+            self.cfg, self.treatment, self.n, str(source.checkpoint) if source else None, epochs
+        )
 
     def section(self, entries: dict) -> dict:
         """The record's ``transfer`` section, from the base entries (role -> :class:`BaseEntry`)."""
@@ -58,9 +68,15 @@ def plan(cfg: DictConfig, n_groups: int) -> TransferPlan | None:
     if treatment is None:
         return None
     n = check_n(cfg, treatment, n_groups)
+    check_budget(cfg.transfer)
+    if cfg.get("init_seed") is not None:
+        raise ConfigError(
+            f"init_seed={cfg.init_seed!r}: a transfer job draws one per network from seed; leave init_seed "
+            "null and vary seed (or transfer.base_seed) instead"
+        )
     bases = {"baseB": base_config(cfg, "B")}
     if treatment.name == "warm":
-        bases["warm"] = base_config(cfg, "B", float(cfg.transfer.warm_fraction))
+        bases["warm"] = base_config(cfg, "B", float(cfg.transfer.warm_fraction), role="warm")
         source = "warm"
     elif treatment.base_half == "A":
         bases["baseA"] = base_config(cfg, "A")
@@ -84,31 +100,73 @@ def check_n(cfg: DictConfig, treatment: Treatment, n_groups: int) -> int | None:
     return n
 
 
-def base_config(cfg: DictConfig, half: str, train_fraction: float = 1.0) -> DictConfig:
-    """The config of a base: the experiment's training settings, all layers trained, on one half."""
+def derive_seed(seed: int, role: str) -> int:
+    """The seed of one network of a grid replicate: baseA, baseB and each (treatment, n) draw their fresh
+    weights and batch orders from streams of their own, as the paper's networks were independent draws (one
+    seed for all would make BnB restart from baseB's own initial weights and batch order)."""
+    digest = hashlib.sha256(f"freezelab/{seed}/{role}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % 2**31
+
+
+def check_budget(t) -> None:
+    """``transfer.base_epochs``, ``transfer.epochs``, ``transfer.patience`` and the cap, before any base trains."""
+    for key in ("base_epochs", "epochs"):
+        value = t.get(key)
+        is_count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not (value is None or value == "auto" or is_count):
+            raise ConfigError(f"transfer.{key}={value!r} must be an integer >= 1, auto or null")
+    if "auto" in (t.get("base_epochs"), t.get("epochs")):
+        checks.integer(t.get("patience"), "transfer.patience", low=1)
+        checks.integer(t.get("max_base_epochs"), "transfer.max_base_epochs", low=1)
+
+
+def base_config(
+    cfg: DictConfig, half: str, train_fraction: float = 1.0, role: str | None = None
+) -> DictConfig:
+    """The config of a base: the experiment's training settings, all layers trained, on one half.
+
+    ``transfer.base_epochs=auto``: trained until validation accuracy has not improved for ``transfer.patience``
+    epochs (at most ``transfer.max_base_epochs``), ending with its best-validation weights.
+    """
+    t = cfg.transfer
     base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    auto = t.get("base_epochs") == "auto"
     with open_dict(base):
         base.pop("hydra", None)
         base.half = half
-        base.seed = int(cfg.transfer.base_seed if cfg.transfer.get("base_seed") is not None else cfg.seed)
+        base.seed = int(t.base_seed if t.get("base_seed") is not None else cfg.seed)
+        base.init_seed = derive_seed(base.seed, role or f"base{half}")
         base.transfer = {"treatment": None}
         base.init = {"from": None, "groups": None}
         base.data.train_fraction = train_fraction
         base.strategy = {
             "name": "never",
-            "epochs": int(cfg.transfer.base_epochs or cfg.epochs),
+            "epochs": int(t.max_base_epochs if auto else (t.get("base_epochs") or cfg.epochs)),
             "lr": cfg.lr,
             "bn": "train",
             "optimizer_state": "keep",
         }
+        base.early_stopping = {"patience": int(t.patience) if auto else None}
         base.logger = {"name": "none"}
         base.trial = {"number": None}  # a base is shared by many jobs: it never reports to one job's trial
         base.resume = False
     return base
 
 
+def treatment_epochs(cfg: DictConfig, base_b=None) -> int:
+    """A treatment's budget. ``transfer.epochs=auto``: as many epochs as baseB trained (the paper trains bases
+    and treatments on the same schedule; the metric then averages the treatment's best-validation epochs);
+    before baseB exists, its cap. A number: that; null: the top-level ``epochs``."""
+    t = cfg.transfer
+    if t.get("epochs") == "auto":
+        if base_b is None:
+            return int(t.max_base_epochs)
+        return len(base_b.record["history"])
+    return int(t.get("epochs") or cfg.epochs)
+
+
 def treatment_config(
-    cfg: DictConfig, treatment: Treatment, n: int | None, base_checkpoint: str | None
+    cfg: DictConfig, treatment: Treatment, n: int | None, base_checkpoint: str | None, epochs: int
 ) -> DictConfig:
     """The ordinary run a treatment is: half B, the first n groups copied and frozen or trained."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -116,7 +174,7 @@ def treatment_config(
     with open_dict(out):
         out.pop("hydra", None)
         out.half = "B"
-        epochs = int(t.get("epochs") or cfg.epochs)
+        out.init_seed = derive_seed(int(cfg.seed), f"{treatment.name}/n{n}")
         if treatment.name in ("warm", "scratch"):
             strategy = {"name": "never", "epochs": epochs, "lr": cfg.lr}
             # warm: every group, head included (same classes)
