@@ -144,7 +144,9 @@ def test_test_set_only_at_the_end_changes_no_number(make_cfg, tmp_path):
     assert end["history"][-1]["test_acc"] == every["history"][-1]["test_acc"]
     assert end["metrics"]["test_acc"] == every["metrics"]["test_acc"]
     assert [h["val_acc"] for h in end["history"]] == [h["val_acc"] for h in every["history"]]
-    assert end["metrics"]["test_acc_best_val_k"] == end["metrics"]["test_acc"] and end["metrics"]["best_k"] == 1
+    assert (
+        end["metrics"]["test_acc_best_val_k"] == end["metrics"]["test_acc"] and end["metrics"]["best_k"] == 1
+    )
 
 
 def test_an_inf_gradient_stops_the_run_before_the_step_reaches_the_weights(tmp_path):
