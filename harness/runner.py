@@ -91,6 +91,8 @@ def run_job(cfg: DictConfig, output_dir: str | Path, extra: dict | None = None) 
                 f"(resume=false trains it again)",
                 flush=True,
             )
+            for hook in build_logger_hooks(cfg.get("logger"), config, rid):
+                hook.replay(result)  # the logger asked for gets the stored history, marked as reused
             record.write_json_atomic(output_dir / record.RECORD_NAME, result)
             return result
         result = train_once(cfg, config, rid, store, output_dir, resume, extra)

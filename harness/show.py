@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness.console import plural
 from harness.plan.summary import format_table
 from harness.record import RECORD_NAME
 
@@ -55,8 +56,8 @@ def _epochs(epochs: list[int]) -> str:
 def summary_section(record: dict) -> list[str]:
     plan = record["plan"]
     lines = [
-        f"plan: {plan['strategy']} ({sum(p['epochs'] for p in plan['phases'])} epochs, bn={plan['bn']}, "
-        f"optimizer state on unfreeze: {plan['optimizer_state']})"
+        f"plan: {plan['strategy']}, {plural(sum(p['epochs'] for p in plan['phases']), 'epoch')}; "
+        f"norm layers of frozen groups: {plan['bn']}; optimizer state on unfreeze: {plan['optimizer_state']}"
     ]
     for i, (phase, rows) in enumerate(zip(plan["phases"], record["summary"], strict=True)):
         # The modules column only says something when a group is not one module of the same name.
@@ -67,7 +68,7 @@ def summary_section(record: dict) -> list[str]:
             format_table(
                 table,
                 f"phase {i + 1}/{len(plan['phases'])} '{phase['name']}' "
-                f"({phase['epochs']} epochs, {phase['schedule']['name']})",
+                f"({plural(phase['epochs'], 'epoch')}, {phase['schedule']['name']})",
             ),
         ]
     return lines

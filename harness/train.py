@@ -8,6 +8,7 @@ call it directly); :func:`main` only wraps it for Hydra and turns user errors in
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import record
 from harness.config.compose import CONF_DIR as CONF_PATH
+from harness.console import percent
 from harness.errors import ConfigError
 from harness.runner import prepare, run_job
 
@@ -31,6 +33,17 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict:
     """
     run_cfg, extra = prepare(cfg)
     return run_job(run_cfg, output_dir, extra)
+
+
+def discard_unused_folder(folder: Path) -> None:
+    """A run rejected before it started leaves no folder behind: Hydra made it (with only its own ``.hydra``
+    notes) for a run that never was, and a folder without a record reads as a job that died."""
+    if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".hydra"}:
+        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder.parent.rmdir()  # the day's folder, if this was its only run
+        except OSError:
+            pass
 
 
 def _output_dir() -> str:
@@ -59,10 +72,12 @@ def main(cfg: DictConfig) -> float | None:
             failed = record.failed_before_training(config, f"ConfigError: {e}")
             record.write_json_atomic(Path(output_dir) / record.RECORD_NAME, failed)
             return None
+        discard_unused_folder(Path(output_dir))
         sys.exit(2)
+    metrics = result["metrics"]
     print(
-        f"{result['status']}: val_acc {result['metrics']['val_acc']} test_acc {result['metrics']['test_acc']}; "
-        f"result in {os.path.join(output_dir, record.RECORD_NAME)}",
+        f"{result['status']}: val_acc {percent(metrics['val_acc'])}, test_acc {percent(metrics['test_acc'])}"
+        f"\nresult: {os.path.join(output_dir, record.RECORD_NAME)}",
         flush=True,
     )
     if result["status"] == "failed" and not _is_multirun():

@@ -21,7 +21,7 @@ def harness(*args, root, module="harness.train"):
 def test_a_run_prints_where_its_result_is(tmp_path):
     done = harness(*TINY, "strategy=full_unfreeze", root=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    path = Path(done.stdout.strip().splitlines()[-1].split("result in ")[-1])
+    path = Path(done.stdout.strip().splitlines()[-1].split("result: ")[-1])
     assert path.is_file() and json.loads(path.read_text())["status"] == "ok"
     assert "phase 1/2 'frozen'" in done.stdout and "phase 2/2 'unfrozen'" in done.stdout  # both summaries
 

@@ -26,8 +26,8 @@ def finished(tmp_path_factory):
 def test_prints_summary_change_table_cka_and_warnings(finished, capsys):
     assert main([str(finished)]) == 0
     out = capsys.readouterr().out
-    assert "plan: full_unfreeze (3 epochs, bn=train" in out
-    assert "phase 1/2 'frozen' (1 epochs, one_cycle)" in out and "phase 2/2 'unfrozen'" in out
+    assert "plan: full_unfreeze, 3 epochs; norm layers of frozen groups: train" in out
+    assert "phase 1/2 'frozen' (1 epoch, one_cycle)" in out and "phase 2/2 'unfrozen'" in out
     header = next(line for line in out.splitlines() if line.startswith("group  params"))
     assert header.split() == ["group", "params", "trainable", "bn", "lr"]
     assert "bn only" in out  # frozen groups whose BatchNorm trains under bn=train

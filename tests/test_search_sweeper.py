@@ -120,7 +120,7 @@ def test_pruning_end_to_end_and_best_yaml_reruns_the_best_trial(tmp_path):
     assert best["trial"] == 0 and best["values"]["val_acc"] == study.best_value
     rerun = subprocess.run(shlex.split(best["command"]), cwd=REPO, env=env(), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    path = rerun.stdout.strip().splitlines()[-1].rsplit("result in ", 1)[1]
+    path = rerun.stdout.strip().splitlines()[-1].rsplit("result: ", 1)[1]
     again = json.loads(Path(path).read_text())
     original = result_of(best["folder"])
     assert again["metrics"]["val_acc"] == original["metrics"]["val_acc"] == study.best_value

@@ -8,6 +8,7 @@ source of truth: wandb is a view of it.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from harness.engine.hooks import Hook
 from harness.errors import ConfigError
@@ -22,6 +23,16 @@ class WandbHook(Hook):
             raise ConfigError(f"logger.mode={mode!r}; choose one of: {', '.join(MODES)}")
         self.cfg, self.config, self.run_id, self.mode = logger_cfg, config, run_id, mode
         self.wandb_run = None
+        self.reused = False
+
+    def replay(self, record: dict) -> None:
+        """A run that finished earlier and is reused: its stored history goes into a new wandb run, tagged
+        ``reused``, so asking for a logger always gives a logged run (logging is not part of a run's identity)."""
+        self.reused = True
+        self.on_run_start(None)
+        for entry in record.get("history") or []:
+            self.on_epoch_end(None, entry)
+        self.on_run_end(None, record)
 
     def on_run_start(self, run) -> None:
         if self.wandb_run is not None:
@@ -35,7 +46,7 @@ class WandbHook(Hook):
             group=self.cfg.get("group"),
             job_type=self.cfg.get("job_type"),
             name=self.cfg.get("run_name"),
-            tags=list(self.cfg.get("tags") or []),
+            tags=list(self.cfg.get("tags") or []) + (["reused"] if self.reused else []),
             dir=directory,
             mode=self.mode,
             config=self.config,
@@ -59,12 +70,21 @@ class WandbHook(Hook):
         wandb_run, self.wandb_run = self.wandb_run, None
         try:
             metrics = {k: v for k, v in record["metrics"].items() if v is not None}
-            wandb_run.summary.update({"status": record["status"], **metrics})
-            record["wandb"] = {"mode": self.mode, "dir": wandb_run.dir, "id": wandb_run.id}
+            wandb_run.summary.update({"status": record["status"], "reused": self.reused, **metrics})
+            record["wandb"] = {
+                "mode": self.mode,
+                "dir": wandb_run.dir,
+                "id": wandb_run.id,
+                "reused": self.reused,
+            }
         finally:
             # Finished whatever happened above: an unfinished run stays active in this process (see
             # on_run_start) and keeps its history and config in memory for the rest of a sweep.
             wandb_run.finish(exit_code=0 if record["status"] == "ok" else 1)
+        if self.mode == "offline":
+            folder = Path(record["wandb"]["dir"]).parent  # <dir>/wandb/offline-run-<when>-<id>/files
+            what = "reused run logged again" if self.reused else "offline run"
+            print(f"wandb: {what} in {folder}\n  upload it with: wandb sync {folder}", flush=True)
 
 
 def build_logger_hooks(logger_cfg, config: dict, run_id: str) -> list[Hook]:

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 
+from harness.console import duration, percent, plural
 from harness.engine.hooks import Hook
 from harness.plan.summary import format_table, phase_rows
 
@@ -17,15 +18,6 @@ from harness.plan.summary import format_table, phase_rows
 def interactive(stream=None) -> bool:
     stream = stream or sys.stdout
     return stream.isatty() and not os.environ.get("CI")
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-    )
 
 
 class ProgressHook(Hook):
@@ -48,7 +40,9 @@ class ProgressHook(Hook):
 
     def on_phase_start(self, run, phase_index: int) -> None:
         phase = run.plan.phases[phase_index]
-        title = f"phase {phase_index + 1}/{len(run.plan.phases)} '{phase.name}' ({phase.epochs} epochs)"
+        title = (
+            f"phase {phase_index + 1}/{len(run.plan.phases)} '{phase.name}' ({plural(phase.epochs, 'epoch')})"
+        )
         self._print(format_table(phase_rows(run.model, run.params, run.plan, phase_index), title))
 
     def on_batch_end(self, run, step: int, steps: int, loss) -> None:
@@ -58,7 +52,9 @@ class ProgressHook(Hook):
             self.epoch_started = time.perf_counter()
         width = 24
         done = int(width * step / steps)
-        line = f"\r{self.prefix}epoch {run.epochs_done + 1}/{run.plan.total_epochs} [{'#' * done}{'.' * (width - done)}] {step}/{steps} loss {loss.item():.4f}"
+        bar = "#" * done + "." * (width - done)
+        epoch = f"{run.epochs_done + 1}/{run.plan.total_epochs}"
+        line = f"\r{self.prefix}epoch {epoch} [{bar}] {step}/{steps} loss {loss.item():.4f}"
         print(line, end="", file=self.stream, flush=True)
 
     def on_epoch_end(self, run, entry: dict) -> None:
@@ -67,10 +63,11 @@ class ProgressHook(Hook):
         self.best = max(self.best, entry["val_acc"])
         epochs_run = run.epochs_done - self.first_epoch
         left = (time.perf_counter() - self.started) / epochs_run * (run.plan.total_epochs - run.epochs_done)
+        # At most 80 columns: "epoch 12/40 unfrozen  loss 0.123 val 0.123 97.4% best 97.8%  1.2s ~3m05s left"
         text = (
-            f"{self.prefix}epoch {entry['epoch']}/{run.plan.total_epochs} [{entry['phase']}] "
-            f"train_loss {entry['train_loss']:.4f} val_loss {entry['val_loss']:.4f} val_acc {entry['val_acc']:.4f} "
-            f"(best {self.best:.4f}) {entry['seconds']:.2f}s, left ~{format_seconds(left)}"
+            f"{self.prefix}epoch {entry['epoch']}/{run.plan.total_epochs} {entry['phase'][:10]:<10} "
+            f"loss {entry['train_loss']:.3f} val {entry['val_loss']:.3f} {percent(entry['val_acc'])} "
+            f"best {percent(self.best)} {entry['seconds']:4.1f}s ~{duration(left)} left"
         )
         if self.live:
             text = "\r\033[K" + text

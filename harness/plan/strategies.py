@@ -11,11 +11,13 @@ fastai vocabulary: ``freeze_to(k)`` freezes the first k groups (k < 0 counts fro
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.console import WIDTH, plural
 from harness.errors import ConfigError
 from harness.plan import lr as lrs
 from harness.plan import schedules
@@ -71,16 +73,20 @@ class Plan:
         raise IndexError("epoch beyond the plan")
 
     def describe(self) -> str:
+        """The plan as printed before training, wrapped at 80 columns."""
         lines = [
-            f"plan: {self.strategy} ({self.total_epochs} epochs, bn={self.bn}, optimizer state on unfreeze: {self.optimizer_state})"
+            f"plan: {self.strategy}, {plural(self.total_epochs, 'epoch')}; norm layers of frozen groups: {self.bn}"
         ]
         for i, p in enumerate(self.phases):
             frozen = [g for g in self.groups if g not in p.trainable]
             lines.append(
-                f"  phase {i + 1}/{len(self.phases)} '{p.name}': {p.epochs} epochs, {p.schedule['name']}, "
-                f"train [{', '.join(p.trainable)}], frozen [{', '.join(frozen) or '-'}]"
+                f"  phase {i + 1}/{len(self.phases)} '{p.name}': {plural(p.epochs, 'epoch')}, {p.schedule['name']}"
             )
-        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+            lines.append(f"    train [{', '.join(p.trainable)}]")
+            if frozen:
+                lines.append(f"    frozen [{', '.join(frozen)}]")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="      ") for line in lines)
 
 
 # --- fastai's freeze vocabulary -------------------------------------------------------------------

@@ -14,7 +14,8 @@ def phase_rows(model: GroupedModel, params: list[GroupParams], plan: Plan, index
         trains = group.name in phase.trainable
         norm_trains = bool(gp.norm) and plan.bn == "train"
         if trains:
-            state, bn_mode, rate = "yes", "train", lr
+            # "-": the group has no norm layers, so the policy does not apply to it.
+            state, bn_mode, rate = "yes", "train" if gp.norm else "-", lr
         else:
             state = "bn only" if norm_trains else "no"
             bn_mode = plan.bn if gp.norm else "-"
