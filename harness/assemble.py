@@ -98,6 +98,17 @@ def load_init(model: GroupedModel, init_cfg, *, load: bool = True) -> None:
         checkpoint.load_model_state(model, checkpoint.load(path), path, n_groups=n)
 
 
+def early_stop_of(section) -> EarlyStop | None:
+    """``early_stopping``: none (patience null), or stop on a validation plateau after ``reductions`` lr cuts."""
+    if section.get("patience") is None:
+        return None
+    return EarlyStop(
+        checks.integer(section.get("patience"), "early_stopping.patience", low=1),
+        reductions=checks.integer(section.get("reductions", 0), "early_stopping.reductions", low=0),
+        factor=checks.number(section.get("factor", 0.1), "early_stopping.factor", above=0.0, below=1.0),
+    )
+
+
 def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     """Data, model with its layer groups, freeze plan and optimizer settings, all checked; nothing trained.
 
@@ -111,9 +122,7 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     )
     checks.integer(cfg.get("batch_size"), "batch_size", low=1)
     checks.integer(cfg.get("best_k", 3), "best_k", low=1)
-    patience = (cfg.get("early_stopping") or {}).get("patience")
-    if patience is not None:
-        checks.integer(patience, "early_stopping.patience", low=1)
+    early_stop = early_stop_of(cfg.get("early_stopping") or {})
     optim.check(cfg.optim)
     device = resolve_device(cfg.device)
     set_threads(cfg.get("threads"))
@@ -143,5 +152,5 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
         bf16=precision == "bf16",
         compile=bool(speed.get("compile", False)),
         test_every_epoch=bool(cfg.get("test_every_epoch", True)),
-        early_stop=EarlyStop(patience) if patience is not None else None,
+        early_stop=early_stop,
     )

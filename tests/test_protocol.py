@@ -154,21 +154,30 @@ def test_early_stopping_resumes_to_the_same_end(make_cfg, tmp_path, monkeypatch)
     )
 
 
-def test_auto_bases_converge_and_treatments_train_as_long_as_base_b(make_cfg, tmp_path):
+def test_auto_bases_and_treatments_train_until_converged_under_one_rule(make_cfg, tmp_path):
     auto = [
         "transfer.base_epochs=auto",
         "transfer.epochs=auto",
         "transfer.patience=1",
-        "transfer.max_base_epochs=4",
+        "transfer.reductions=1",
+        "transfer.max_epochs=5",
     ]
     result = train(
         make_cfg(GRID + ["transfer.treatment=AnB", "transfer.n=2", "lr=0.05", *auto]), tmp_path / "run"
     )
     base_b, base_a = result["transfer"]["baseB"], result["transfer"]["base"]
     for base in (base_a, base_b):
-        assert base["stopped"] in ("patience", "cap") and 1 <= base["best_epoch"] <= base["epochs"] <= 4
+        assert base["stopped"] in ("patience", "cap") and 1 <= base["best_epoch"] <= base["epochs"] <= 5
         assert base["still_rising"] == (base["stopped"] == "cap" and base["best_epoch"] > base["epochs"] - 1)
-    assert len(result["history"]) == base_b["epochs"]
+    stop = result["early_stopping"]  # the treatment follows the same rule
+    assert (stop["patience"], stop["reductions"]) == (1, 1) and result["config"]["schedule"][
+        "name"
+    ] == "constant"
+    assert len(result["history"]) == stop["epochs"] <= 5
+    history = result["history"]
+    for epoch in stop["reduced_at"]:  # after a cut every trained group runs at a tenth of its rate
+        if epoch < len(history):
+            assert history[epoch]["lr"]["head"] == pytest.approx(history[epoch - 1]["lr"]["head"] / 10)
 
 
 @pytest.mark.parametrize(
@@ -177,7 +186,12 @@ def test_auto_bases_converge_and_treatments_train_as_long_as_base_b(make_cfg, tm
         (["transfer.patience=0"], "transfer.patience"),
         (["transfer.base_epochs=abc"], "transfer.base_epochs"),
         (["transfer.epochs=0"], "transfer.epochs"),
-        (["transfer.max_base_epochs=true"], "transfer.max_base_epochs"),
+        (["transfer.max_epochs=true"], "transfer.max_epochs"),
+        (["transfer.reductions=-1"], "transfer.reductions"),
+        (
+            ["early_stopping.factor=1.5", "transfer.base_epochs=null", "early_stopping.patience=2"],
+            "early_stopping.factor",
+        ),
         (["early_stopping.patience=0"], "early_stopping.patience"),
         (["init_seed=-1"], "init_seed"),
         (["best_k=0"], "best_k"),
@@ -190,3 +204,16 @@ def test_bad_budget_is_one_line_before_any_base_trains(make_cfg, tmp_path, overr
     assert expected in str(caught.value) and "\n" not in str(caught.value)
     bases = tmp_path / "outputs" / "bases"
     assert not bases.exists() or not any(p.is_dir() for p in bases.iterdir())
+
+
+def test_plateau_rule_cuts_the_rate_then_stops_and_keeps_the_latest_best():
+    from harness.engine.early_stop import EarlyStop
+
+    net = torch.nn.Linear(2, 2)
+    stop = EarlyStop(patience=2, reductions=1, factor=0.1)
+    vals = [0.5, 0.7, 0.7, 0.6, 0.8, 0.8, 0.7]
+    ends = [stop.update(net, epoch, v) for epoch, v in enumerate(vals, start=1)]
+    # no strict improvement after epoch 2 for two epochs: cut after epoch 4; epoch 5 improves; two more flat
+    # epochs after it (6, 7) end the run at epoch 7; the kept weights are epoch 6's (ties: the later epoch)
+    assert stop.reduced_at == [4] and stop.lr_factor == pytest.approx(0.1)
+    assert ends == [False] * 6 + [True] and stop.best_epoch == 6 and stop.best_val == 0.8

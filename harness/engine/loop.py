@@ -153,6 +153,8 @@ def fit(run: Run) -> None:
         for i, (x, y) in enumerate(order):
             step = epoch_in_phase * steps + i
             factor = schedules.lr_factor(phase.schedule, step, phase_steps, steps)
+            if run.early_stop is not None:
+                factor *= run.early_stop.lr_factor  # cut on a validation plateau (early_stopping.reductions)
             set_rates(run.optimizer, phase.lr, factor, schedules.momentum(phase.schedule, step, phase_steps))
             lr_max = [max(m, lr * factor) for m, lr in zip(lr_max, phase.lr, strict=True)]
 

@@ -33,14 +33,10 @@ class TransferPlan:
         """The ordinary run of the treatment: half B, the first n groups copied and frozen or trained.
 
         ``entries`` (role -> :class:`~harness.transfer.bases.BaseEntry`) once the bases exist; without them the
-        config is for checking only (no checkpoint yet, and ``transfer.epochs=auto`` at its cap).
+        config is for checking only (no base checkpoint yet).
         """
-        entries = entries or {}
-        source = entries.get(self.source) if self.source else None
-        epochs = treatment_epochs(self.cfg, entries.get("baseB"))
-        return treatment_config(
-            self.cfg, self.treatment, self.n, str(source.checkpoint) if source else None, epochs
-        )
+        source = (entries or {}).get(self.source) if self.source else None
+        return treatment_config(self.cfg, self.treatment, self.n, str(source.checkpoint) if source else None)
 
     def section(self, entries: dict) -> dict:
         """The record's ``transfer`` section, from the base entries (role -> :class:`BaseEntry`)."""
@@ -109,7 +105,7 @@ def derive_seed(seed: int, role: str) -> int:
 
 
 def check_budget(t) -> None:
-    """``transfer.base_epochs``, ``transfer.epochs``, ``transfer.patience`` and the cap, before any base trains."""
+    """``transfer.base_epochs``, ``transfer.epochs`` and the convergence rule, before any base trains."""
     for key in ("base_epochs", "epochs"):
         value = t.get(key)
         is_count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
@@ -117,20 +113,32 @@ def check_budget(t) -> None:
             raise ConfigError(f"transfer.{key}={value!r} must be an integer >= 1, auto or null")
     if "auto" in (t.get("base_epochs"), t.get("epochs")):
         checks.integer(t.get("patience"), "transfer.patience", low=1)
-        checks.integer(t.get("max_base_epochs"), "transfer.max_base_epochs", low=1)
+        checks.integer(t.get("reductions"), "transfer.reductions", low=0)
+        checks.integer(t.get("max_epochs"), "transfer.max_epochs", low=1)
+
+
+def budget(cfg: DictConfig, key: str) -> tuple[int, dict, dict | None]:
+    """(epochs, early_stopping, schedule) of a base (``key="base_epochs"``) or a treatment (``"epochs"``).
+
+    ``auto`` is the convergence rule, the same for bases and treatments (the paper trains both on one
+    schedule): a constant lr, cut by 10 when validation accuracy has not improved for ``transfer.patience``
+    epochs, ``transfer.reductions`` times, then stop; at most ``transfer.max_epochs``; the best-validation
+    weights are kept. A number: that many epochs on the experiment's own schedule; null: the top-level epochs.
+    """
+    t = cfg.transfer
+    if t.get(key) == "auto":
+        stopping = {"patience": int(t.patience), "reductions": int(t.reductions), "factor": 0.1}
+        return int(t.max_epochs), stopping, {"name": "constant"}
+    return int(t.get(key) or cfg.epochs), dict(cfg.get("early_stopping") or {"patience": None}), None
 
 
 def base_config(
     cfg: DictConfig, half: str, train_fraction: float = 1.0, role: str | None = None
 ) -> DictConfig:
-    """The config of a base: the experiment's training settings, all layers trained, on one half.
-
-    ``transfer.base_epochs=auto``: trained until validation accuracy has not improved for ``transfer.patience``
-    epochs (at most ``transfer.max_base_epochs``), ending with its best-validation weights.
-    """
+    """The config of a base: the experiment's training settings, all layers trained, on one half."""
     t = cfg.transfer
     base = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    auto = t.get("base_epochs") == "auto"
+    epochs, stopping, schedule = budget(cfg, "base_epochs")
     with open_dict(base):
         base.pop("hydra", None)
         base.half = half
@@ -141,40 +149,34 @@ def base_config(
         base.data.train_fraction = train_fraction
         base.strategy = {
             "name": "never",
-            "epochs": int(t.max_base_epochs if auto else (t.get("base_epochs") or cfg.epochs)),
+            "epochs": epochs,
             "lr": cfg.lr,
             "bn": "train",
             "optimizer_state": "keep",
         }
-        base.early_stopping = {"patience": int(t.patience) if auto else None}
+        base.early_stopping = stopping
+        if schedule is not None:
+            base.schedule = schedule
         base.logger = {"name": "none"}
         base.trial = {"number": None}  # a base is shared by many jobs: it never reports to one job's trial
         base.resume = False
     return base
 
 
-def treatment_epochs(cfg: DictConfig, base_b=None) -> int:
-    """A treatment's budget. ``transfer.epochs=auto``: as many epochs as baseB trained (the paper trains bases
-    and treatments on the same schedule; the metric then averages the treatment's best-validation epochs);
-    before baseB exists, its cap. A number: that; null: the top-level ``epochs``."""
-    t = cfg.transfer
-    if t.get("epochs") == "auto":
-        if base_b is None:
-            return int(t.max_base_epochs)
-        return len(base_b.record["history"])
-    return int(t.get("epochs") or cfg.epochs)
-
-
 def treatment_config(
-    cfg: DictConfig, treatment: Treatment, n: int | None, base_checkpoint: str | None, epochs: int
+    cfg: DictConfig, treatment: Treatment, n: int | None, base_checkpoint: str | None
 ) -> DictConfig:
     """The ordinary run a treatment is: half B, the first n groups copied and frozen or trained."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     t = cfg.transfer
+    epochs, stopping, schedule = budget(cfg, "epochs")
     with open_dict(out):
         out.pop("hydra", None)
         out.half = "B"
         out.init_seed = derive_seed(int(cfg.seed), f"{treatment.name}/n{n}")
+        out.early_stopping = stopping
+        if schedule is not None:
+            out.schedule = schedule
         if treatment.name in ("warm", "scratch"):
             strategy = {"name": "never", "epochs": epochs, "lr": cfg.lr}
             # warm: every group, head included (same classes)
