@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+from optuna.trial import TrialState
 
 from harness import record as records
 from harness.errors import ConfigError
@@ -52,9 +55,22 @@ def check_objectives(objectives: list[str], directions: list[str]) -> None:
             raise ConfigError(f"search.directions: '{d}' must be maximize or minimize")
 
 
+class State(StrEnum):
+    """What a finished job makes of its trial: the Optuna states a trial can end in (a str, so it prints and
+    compares as its name)."""
+
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
+
+    @property
+    def trial_state(self) -> TrialState:
+        return TrialState[self.value]
+
+
 @dataclass
 class Outcome:
-    state: str  # COMPLETE | PRUNED | FAIL (names of optuna.trial.TrialState)
+    state: State
     values: list[float] | None = None
     reason: str | None = None
     attrs: dict[str, Any] = field(
@@ -75,17 +91,17 @@ def read_outcome(folder: str | Path, objectives: list[str], *, number: int, stud
     path = Path(folder) / records.RECORD_NAME
     if not path.is_file():
         return Outcome(
-            "FAIL",
+            State.FAIL,
             reason=f"no {records.RECORD_NAME} in {folder}: the job failed before training (see its log)",
         )
     try:
         record = records.read_record(path)
     except (OSError, ValueError) as e:
-        return Outcome("FAIL", reason=f"{path} cannot be read: {e}")
+        return Outcome(State.FAIL, reason=f"{path} cannot be read: {e}")
     trial = (record.get("config") or {}).get("trial") or {}
     if trial.get("number") != number or trial.get("study") != study:
         return Outcome(
-            "FAIL",
+            State.FAIL,
             reason=f"{path} belongs to trial {trial.get('number')} of '{trial.get('study')}', not this one",
         )
     return outcome_of_record(record, objectives)
@@ -105,15 +121,15 @@ def outcome_of_record(record: dict, objectives: list[str]) -> Outcome:
     }
     status = record.get("status")
     if status == "pruned":
-        return Outcome("PRUNED", reason=record.get("reason"), attrs=attrs)
+        return Outcome(State.PRUNED, reason=record.get("reason"), attrs=attrs)
     if status != "ok":
-        return Outcome("FAIL", reason=record.get("reason") or f"status {status!r}", attrs=attrs)
+        return Outcome(State.FAIL, reason=record.get("reason") or f"status {status!r}", attrs=attrs)
     values = objective_values(record, objectives)
     bad = [name for name, v in zip(objectives, values, strict=True) if not _finite(v)]
     if bad:
         shown = ", ".join(f"{n}={v}" for n, v in zip(objectives, values, strict=True))
-        return Outcome("FAIL", reason=f"objective not a finite number: {shown}", attrs=attrs)
-    return Outcome("COMPLETE", values=[float(v) for v in values], attrs=attrs)
+        return Outcome(State.FAIL, reason=f"objective not a finite number: {shown}", attrs=attrs)
+    return Outcome(State.COMPLETE, values=[float(v) for v in values], attrs=attrs)
 
 
 def _finite(value) -> bool:

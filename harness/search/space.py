@@ -328,8 +328,3 @@ def suggest(trial, name: str, distribution: BaseDistribution) -> Any:
     if isinstance(d, IntDistribution):
         return trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
     return trial.suggest_categorical(name, d.choices)
-
-
-def same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Equal parameters, types included (1 and True are different points)."""
-    return a.keys() == b.keys() and all(type(a[k]) is type(b[k]) and a[k] == b[k] for k in a)

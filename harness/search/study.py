@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from filelock import FileLock
@@ -25,7 +25,11 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, TrialState
 
 from harness.errors import ConfigError
-from harness.search.space import SearchSpace, same_point
+
+if (
+    TYPE_CHECKING
+):  # space.py parses Hydra's sweep syntax: the worker, which imports this module, stays Hydra-free
+    from harness.search.space import SearchSpace
 
 STORAGE_NAME = "study.db"
 OPEN_ATTEMPTS = 5
@@ -212,6 +216,11 @@ def tried(trials: list[FrozenTrial], *, exclude: int | None = None) -> list[Froz
     """Finished trials whose point need not run again (a failed trial that was retried is not one)."""
     retried = retried_numbers(trials)
     return [t for t in trials if t.state in FINISHED and t.number != exclude and t.number not in retried]
+
+
+def same_point(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Equal parameters, types included (1 and True are different points)."""
+    return a.keys() == b.keys() and all(type(a[k]) is type(b[k]) and a[k] == b[k] for k in a)
 
 
 def find_tried(trials: list[FrozenTrial], params: Mapping, *, exclude: int) -> FrozenTrial | None:
