@@ -309,11 +309,9 @@ def lr_find(
 
 def describe(result: LrFindResult) -> str:
     """What was swept and the suggestions for the groups that train, one line each."""
-    swept = (
-        f"the rate of '{result.reference}' (the other groups keep the slice ratios)"
-        if result.reference
-        else "one rate for every group (fastai's flat sweep)"
-    )
+    swept = f"the rate of '{result.reference}'" if result.reference else "one rate for every group (flat)"
+    if result.reference and len(result.trainable) > 1:
+        swept += " (the other groups keep their ratio to it)"
     lines = [
         f"lr_find: phase '{result.phase}' (trains {', '.join(result.trainable)}), {len(result.lrs)} of "
         f"{result.num_it} steps (stopped: {result.stopped}), sweeping {swept}",
@@ -345,16 +343,18 @@ def figure(result: LrFindResult):
     ax.plot(result.lrs, result.losses, color="0.7", lw=1.0, label="smoothed loss")
     ax.plot(result.lrs[first:end], result.losses[first:end], color="black", lw=1.4, label="used to suggest")
     finite = [(math.log(lr), v) for lr, v in zip(result.lrs, result.losses, strict=True) if math.isfinite(v)]
-    for name, marker in zip(SUGGESTIONS, ("o", "D", "s", "^"), strict=True):
+    # Hollow markers of falling size: two suggestions at the same rate both stay visible.
+    for size, name, marker in zip((13, 10, 8, 6), SUGGESTIONS, ("o", "D", "s", "^"), strict=True):
         value = getattr(result, name)
         at = float(np.interp(math.log(value), *zip(*finite, strict=True)))
-        ax.plot(value, at, marker, ms=8, label=f"{LABELS[name]}: {value:.2e}")
+        ax.plot(value, at, marker, ms=size, mfc="none", mew=2, label=f"{LABELS[name]}: {value:.2e}")
     ax.set_xscale("log")
-    ax.set_xlabel(
-        f"learning rate of group '{result.reference}' (the others keep the slice ratios)"
-        if result.reference
-        else "learning rate (every group)"
+    label = (
+        f"learning rate of group '{result.reference}'" if result.reference else "learning rate (every group)"
     )
+    if result.reference and len(result.trainable) > 1:
+        label += " (the others keep their ratio to it)"
+    ax.set_xlabel(label)
     ax.set_ylabel("smoothed training loss")
     ax.set_title(f"LR range test, phase '{result.phase}': trains {', '.join(result.trainable)}", fontsize=10)
     ax.legend(fontsize=8)
