@@ -40,7 +40,8 @@ def test_frozen_groups_are_bit_identical_and_have_no_optimizer_state(make_cfg, o
 
 
 def test_unfreezing_keeps_the_state_of_params_already_training(make_cfg):
-    run = setup(make_cfg(["strategy=full_unfreeze", "strategy.epochs=1"]))
+    # keep is an option of full_unfreeze (its default is fastai's reset, tested below)
+    run = setup(make_cfg(["strategy=full_unfreeze", "strategy.epochs=1", "strategy.optimizer_state=keep"]))
     fit(run)  # phase 1 trains the head only, phase 2 everything
     head = run.params[-1].all[0]
     conv = run.params[0].all[0]

@@ -5,6 +5,13 @@ of a handful (AdamW on a CPU: ~0.13 ms a step for the default convnet, against ~
 loop torch picks there by default). It is the same update rule; fused AdamW's results differ from the other
 implementations only in float rounding (~1e-7 after a few steps, for fused SGD as for fused AdamW).
 ``optim.fused=false`` keeps torch's default implementation.
+
+``optim.wd_bn_bias`` (fastai's name): false (the default of both presets) puts no weight decay on biases and
+norm-layer parameters, true decays every parameter. A layer group is still one param group: each group holds
+its decay rate (``wd``) and one flag per parameter (``do_wd``, fastai's name for it), and the optimizer
+applies the decay itself right before torch's update, exactly as torch would with ``weight_decay`` set
+(decoupled ``p *= 1 - lr * wd`` for AdamW, ``grad += wd * p`` for SGD), and only to parameters that have a
+gradient (frozen ones never decay). Torch's own ``weight_decay`` stays 0.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
+from harness.config import checks
 from harness.errors import ConfigError
 from harness.plan.freezing import GroupParams
 
@@ -30,6 +38,37 @@ def check(optim_cfg: Mapping) -> None:
             raise ConfigError(f"optim.{key}={value!r} must be a number >= 0")
     if not isinstance(optim_cfg.get("fused", True), bool):
         raise ConfigError(f"optim.fused={optim_cfg.get('fused')!r} must be true or false")
+    checks.boolean(optim_cfg.get("wd_bn_bias", False), "optim.wd_bn_bias")
+
+
+class _MaskedDecay:
+    """Weight decay on the parameters a group flags in ``do_wd`` only; the torch optimizer it is mixed into
+    runs with ``weight_decay=0`` and does the rest of the update."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if closure is not None:  # the decay must see the gradients, which a closure computes only later
+            raise NotImplementedError("harness optimizers take no closure")
+        for group in self.param_groups:
+            if group["wd"]:
+                # not strict: a group whose params were taken out (a test's fault injection) keeps its flags
+                flags = zip(group["params"], group["do_wd"], strict=False)
+                decayed = [p for p, d in flags if d and p.grad is not None]
+                if decayed:
+                    self._decay(decayed, group)
+        return super().step()
+
+
+class AdamW(_MaskedDecay, torch.optim.AdamW):
+    @staticmethod
+    def _decay(params: list[torch.Tensor], group: dict) -> None:
+        torch._foreach_mul_(params, 1 - group["lr"] * group["wd"])  # torch AdamW's decoupled decay
+
+
+class SGD(_MaskedDecay, torch.optim.SGD):
+    @staticmethod
+    def _decay(params: list[torch.Tensor], group: dict) -> None:
+        torch._foreach_add_([p.grad for p in params], params, alpha=group["wd"])  # torch SGD's L2 term
 
 
 def build_optimizer(
@@ -43,26 +82,30 @@ def build_optimizer(
     """
     check(optim_cfg)
     name = optim_cfg.get("name")
-    groups = [{"params": g.all, "lr": lr, "name": g.name} for g, lr in zip(params, rates, strict=True)]
     weight_decay = float(optim_cfg.get("weight_decay", 0.0))
+    wd_bn_bias = optim_cfg.get("wd_bn_bias", False)
+    groups = [
+        {"params": g.all, "lr": lr, "name": g.name, "wd": weight_decay, "do_wd": g.decays(wd_bn_bias)}
+        for g, lr in zip(params, rates, strict=True)
+    ]
     fused = optim_cfg.get("fused", True) or None  # None: torch's default choice
     if name == "sgd":
-        return torch.optim.SGD(
+        return SGD(
             groups,
             lr=rates[-1],
             momentum=float(optim_cfg.get("momentum", 0.9)),
-            weight_decay=weight_decay,
+            weight_decay=0.0,
             nesterov=bool(optim_cfg.get("nesterov", False)),
             fused=fused,
         )
     if name == "adamw":
         betas = tuple(float(b) for b in optim_cfg.get("betas", (0.9, 0.99)))
-        return torch.optim.AdamW(
+        return AdamW(
             groups,
             lr=rates[-1],
             betas=betas,
             eps=float(optim_cfg.get("eps", 1e-5)),
-            weight_decay=weight_decay,
+            weight_decay=0.0,
             fused=fused,
         )
     raise ConfigError(f"optim.name={name!r} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")

@@ -13,7 +13,7 @@ change. Norm layers inside frozen groups follow the plan's BatchNorm policy:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
@@ -27,10 +27,20 @@ class GroupParams:
     name: str
     norm: list[nn.Parameter]
     other: list[nn.Parameter]
+    # The ``bias`` params among ``other`` (of linear and conv layers): with ``norm``, what fastai's
+    # ``wd_bn_bias=False`` leaves undecayed (harness/engine/optim.py).
+    biases: list[nn.Parameter] = field(default_factory=list)
 
     @property
     def all(self) -> list[nn.Parameter]:
         return self.other + self.norm
+
+    def decays(self, wd_bn_bias: bool) -> list[bool]:
+        """Per parameter of :attr:`all`: does weight decay apply to it?"""
+        if wd_bn_bias:
+            return [True] * len(self.all)
+        skip = {id(p) for p in self.biases + self.norm}
+        return [id(p) not in skip for p in self.all]
 
 
 def split_group_params(model: GroupedModel) -> list[GroupParams]:
@@ -38,8 +48,19 @@ def split_group_params(model: GroupedModel) -> list[GroupParams]:
     norm_ids = {
         id(p) for m in model.net.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)
     }
+    bias_ids = {
+        id(p)
+        for m in model.net.modules()
+        for name, p in m.named_parameters(recurse=False)
+        if name == "bias" and id(p) not in norm_ids
+    }
     return [
-        GroupParams(g.name, [p for p in ps if id(p) in norm_ids], [p for p in ps if id(p) not in norm_ids])
+        GroupParams(
+            g.name,
+            [p for p in ps if id(p) in norm_ids],
+            [p for p in ps if id(p) not in norm_ids],
+            [p for p in ps if id(p) in bias_ids],
+        )
         for g, ps in zip(model.groups, by_group, strict=True)
     ]
 

@@ -25,6 +25,9 @@ from harness.plan import schedules
 PLAN_VERSION = 1
 BN_POLICIES = ("train", "frozen", "eval")
 OPTIMIZER_STATE = ("keep", "reset")
+# fastai's fine_tune starts its unfrozen phase with a fresh optimizer: ``unfreeze()`` is ``freeze_to(0)``,
+# which calls ``opt.clear_state()``. The other strategies keep the moments of params already training.
+DEFAULT_OPTIMIZER_STATE = {"full_unfreeze": "reset"}
 
 
 @dataclass
@@ -229,7 +232,7 @@ def compile_plan(strategy_cfg: Mapping, schedule_cfg: Mapping, groups: list[str]
         raise ConfigError(
             f"strategy.bn={bn!r} is not a BatchNorm policy; choose one of: {', '.join(BN_POLICIES)}"
         )
-    state = strategy_cfg.get("optimizer_state", "keep")
+    state = strategy_cfg.get("optimizer_state", DEFAULT_OPTIMIZER_STATE.get(name, "keep"))
     if state not in OPTIMIZER_STATE:
         raise ConfigError(f"strategy.optimizer_state={state!r}; choose one of: {', '.join(OPTIMIZER_STATE)}")
     phases = COMPILERS[name](strategy_cfg, list(groups), schedules.check(schedule_cfg))
