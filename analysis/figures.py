@@ -137,7 +137,7 @@ def transferability_figure(
                 what = (
                     "difference to baseB (points)"
                     if kind == "relative"
-                    else f"{_metric_label(td.metric)} (%)"
+                    else f"{_metric_short(td.metric)} (%)"
                 )
                 ax.set_ylabel(what)
                 ax.set_xlabel(f"n: layers copied from the base (this net: L = {layers})")
@@ -194,6 +194,12 @@ def _metric_label(metric: str) -> str:
     return metrics.LABELS.get(metric, metric)
 
 
+def _metric_short(metric: str) -> str:
+    from analysis import metrics
+
+    return metrics.SHORT.get(metric, metric)
+
+
 def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) -> None:
     ns = np.arange(1, layers)
     b = table[table["treatment"] == "baseB"]
@@ -214,6 +220,7 @@ def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) ->
     )
     present = [t for t in treatments if t in set(table["treatment"])]
     kept: list[float] = [0.0] if relative else list(b["mean"].dropna())
+    random_band = None
     for i, t in enumerate(present):
         colour = STYLE[t][0]
         rows = table[table["treatment"] == t].sort_values("n")
@@ -221,7 +228,9 @@ def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) ->
         mean = (rows["delta"] if relative else rows["mean"]).to_numpy(dtype=float)
         lo = np.clip((rows["delta_lo"] if relative else rows["ci_lo"]).to_numpy(dtype=float), floor, ceiling)
         hi = np.clip((rows["delta_hi"] if relative else rows["ci_hi"]).to_numpy(dtype=float), floor, ceiling)
-        ax.fill_between(x, lo, hi, color=colour, alpha=0.13, linewidth=0)
+        band = ax.fill_between(x, lo, hi, color=colour, alpha=0.13, linewidth=0)
+        if t == "random":
+            random_band = band
         ax.plot(x, mean, linewidth=1.8, label=t, zorder=3, **marker_style(t))
         pts = values[values["treatment"] == t]
         y = (pts["delta"] if relative else pts["value"]).to_numpy(dtype=float)
@@ -235,23 +244,25 @@ def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) ->
         ax.plot(pts["n"].to_numpy(dtype=float) + offset, y, linestyle="", zorder=2, **dot)
     ax.set_xticks(ns)
     ax.set_xlim(0.6, layers - 0.4)
-    _clip_far_values(ax, table, values, kept, relative=relative)
+    if _clip_far_values(ax, table, values, kept, relative=relative) and random_band is not None:
+        random_band.remove()  # its band would wash over the whole axis; its means are written at the bottom
     bottom, top = ax.get_ylim()
     margin = 0.02 * (top - bottom)
     ax.set_ylim(max(bottom, floor - margin), min(top, ceiling + margin))  # the axis stays inside the bounds
 
 
-def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) -> None:
+def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) -> bool:
     """Random frozen layers can sit tens of points below everything else and flatten every other curve; then
-    the axis keeps to the others and the clipped random points are written at the bottom edge."""
+    the axis keeps to the others and the clipped random points are written at the bottom edge. Returns whether
+    it did so."""
     if not kept:
-        return
+        return False
     lo, hi = min(kept), max(kept)
     span = max(hi - lo, 0.5)
     rnd = table[table["treatment"] == "random"]
     col = "delta" if relative else "mean"
     if not (rnd[col] < lo - 1.5 * span).any():
-        return
+        return False
     near = rnd.loc[rnd[col] >= lo - 1.5 * span, col]  # moderately low random means stay on the axis
     lo = min([lo, *near])
     span = max(hi - lo, 0.5)
@@ -267,6 +278,7 @@ def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) ->
             fontsize=9,
             color=colour,
         )
+    return True
 
 
 def _paper_panel(ax, ref: pd.DataFrame, *, relative: bool, treatments) -> None:

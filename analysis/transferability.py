@@ -261,13 +261,15 @@ def ci_table(td: TransferData, numeric: bool = False, *, group: str | None = Non
     paired difference to baseB (``delta``, points) with its CI. The baseB rows (n = 0) come from
     :func:`baseb_line`."""
     table = _ci_numbers(td)
-    if group is not None:
+    if group is not None and len(table):
         table = table[table["group"] == group]
     return table.reset_index(drop=True) if numeric else paper_view(table)
 
 
 def paper_view(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
     """A numeric :func:`ci_table` as the paper's treatment x n table of ``"mean ± CI"`` strings."""
+    if table.empty:
+        return pd.DataFrame(index=pd.Index([], name="treatment"))
     groups = list(dict.fromkeys(table["group"]))
     ns: list = sorted({int(n) for n in table["n"].dropna()})
     if table["n"].isna().any():
