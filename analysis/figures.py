@@ -220,6 +220,9 @@ def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) ->
     )
     present = [t for t in treatments if t in set(table["treatment"])]
     kept: list[float] = [0.0] if relative else list(b["mean"].dropna())
+    bounds: list[float] = [] if relative else list(b[["ci_lo", "ci_hi"]].stack().dropna())
+    rnd_kept: list[float] = []
+    rnd_bounds: list[float] = []
     random_band = None
     for i, t in enumerate(present):
         colour = STYLE[t][0]
@@ -234,21 +237,43 @@ def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) ->
         ax.plot(x, mean, linewidth=1.8, label=t, zorder=3, **marker_style(t))
         pts = values[values["treatment"] == t]
         y = (pts["delta"] if relative else pts["value"]).to_numpy(dtype=float)
-        if t != "random":  # the axis range follows every treatment but random (see _clip_far_values)
-            kept += [v for v in np.concatenate([mean, lo, hi, y]) if not math.isnan(v)]
+        # the axis range follows every treatment but random (see _clip_far_values)
+        (rnd_kept if t == "random" else kept).extend(
+            v for v in np.concatenate([mean, y]) if not math.isnan(v)
+        )
+        (rnd_bounds if t == "random" else bounds).extend(
+            v for v in np.concatenate([lo, hi]) if not math.isnan(v)
+        )
         if pts.groupby("n").size().max() < 2:  # a lone replicate is the mean itself
             continue
         # side by side, so replicates of different treatments separate
         offset = (i - (len(present) - 1) / 2) * 0.07
         dot = {**marker_style(t, 4), "alpha": 0.55}
         ax.plot(pts["n"].to_numpy(dtype=float) + offset, y, linestyle="", zorder=2, **dot)
+    kept = _within_reach(kept, bounds)
     ax.set_xticks(ns)
     ax.set_xlim(0.6, layers - 0.4)
-    if _clip_far_values(ax, table, values, kept, relative=relative) and random_band is not None:
-        random_band.remove()  # its band would wash over the whole axis; its means are written at the bottom
+    if _clip_far_values(ax, table, values, kept, relative=relative):
+        if random_band is not None:
+            random_band.remove()  # it would wash over the whole axis; its means are written at the bottom
+    elif kept or rnd_kept:
+        shown = _within_reach(kept + rnd_kept, bounds + rnd_bounds)
+        pad = 0.08 * max(max(shown) - min(shown), 0.5)
+        ax.set_ylim(min(shown) - pad, max(shown) + pad)
     bottom, top = ax.get_ylim()
     margin = 0.02 * (top - bottom)
     ax.set_ylim(max(bottom, floor - margin), min(top, ceiling + margin))  # the axis stays inside the bounds
+
+
+def _within_reach(values: list[float], bounds: list[float]) -> list[float]:
+    """``values`` (means and points) plus the CI ``bounds``, each bound pulled in to at most half the spread of
+    the values beyond them: a band past that runs over the axis' edge. With two replicates one t-interval can be
+    ten times wider than the data, and an axis fitted to it would flatten every curve."""
+    if not values:
+        return list(values)
+    lo, hi = min(values), max(values)
+    reach = 0.5 * max(hi - lo, 0.5)
+    return [*values, *(min(max(v, lo - reach), hi + reach) for v in bounds)]
 
 
 def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) -> bool:

@@ -315,8 +315,8 @@ def _transferability(doc: _Doc, td, runs: pd.DataFrame, tolerance: float) -> dic
             figures.transferability_figure(td, group, panels=("measured", "paper")),
             f"transfer_{slug}",
             "Accuracy against n: this harness (left; lines are means, bands 95% t-intervals over replicates "
-            "clipped to [0, 100] %, dashed the baseB line with its CI) and the paper's numbers at its own n "
-            "(right, the same treatments)",
+            "clipped to [0, 100] %, running past the axis' edge where they are much wider than the data; dashed "
+            "the baseB line with its CI) and the paper's numbers at its own n (right, the same treatments)",
         )
         doc.figure(
             figures.transferability_figure(td, group, panels=("relative", "paper_relative")),
@@ -330,8 +330,9 @@ def _transferability(doc: _Doc, td, runs: pd.DataFrame, tolerance: float) -> dic
         doc.table(
             rows,
             f"transfer_table_{slug}",
-            f"{_metric_short(metric)} (%), mean ± half-width of the 95% t-interval over replicates, per "
-            f"treatment and n (baseB at n = 0); the CSV has every number",
+            f"{_metric_short(metric)} (%), mean ± half-width of the 95% t-interval over replicates (+up/-down "
+            f"where the interval is clipped to [0, 100] %), per treatment and n (baseB at n = 0); the CSV has "
+            f"every number",
             shown=view,
         )
         doc.table(

@@ -253,7 +253,8 @@ def ci_table(td: TransferData, numeric: bool = False, *, group: str | None = Non
 
     Default: the paper's view, one row per treatment (baseB first, at n = 0) and one column per n, each cell
     ``"mean ± half-width"`` of the t-interval over replicates with one decimal (``"97.4 (no CI)"`` for a single
-    replicate, empty where the grid has no runs). With one experiment (or ``group=``) the index is the treatment;
+    replicate, empty where the grid has no runs; where the interval is clipped at 0 or 100 %, its two sides,
+    ``"98.0 +2.0/-3.0"``). With one experiment (or ``group=``) the index is the treatment;
     with several it is (group, treatment), each group named once.
 
     ``numeric=True``: the numbers behind it, one row per (group, treatment, n): runs, replicates, mean, sd,
@@ -295,11 +296,16 @@ def paper_view(table: pd.DataFrame, digits: int = 1) -> pd.DataFrame:
 
 
 def _pm(row, digits: int) -> str:
-    if not _present(row["mean"]):
+    """``mean ± half``; where the interval was clipped at 0 or 100 %, the two sides: ``98.0 +2.0/-3.0``."""
+    mean, half = row["mean"], row["ci_half"]
+    if not _present(mean):
         return ""
-    if not _present(row["ci_half"]):
-        return f"{row['mean']:.{digits}f} (no CI)"
-    return f"{row['mean']:.{digits}f} ± {row['ci_half']:.{digits}f}"
+    if not _present(half):
+        return f"{mean:.{digits}f} (no CI)"
+    lo, hi = row["ci_lo"], row["ci_hi"]
+    if lo > mean - half + 1e-9 or hi < mean + half - 1e-9:  # clipped to BOUNDS
+        return f"{mean:.{digits}f} +{hi - mean:.{digits}f}/-{mean - lo:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
 
 
 def _ci_numbers(td: TransferData) -> pd.DataFrame:

@@ -274,6 +274,11 @@ def test_accuracy_intervals_stay_inside_0_and_100(tmp_path):
     assert top["ci_hi"] == 100 and "clipped" in top["note"]
     line = baseb_line(transfer_data(load_runs(tmp_path), "test_acc")).iloc[0]
     assert line["ci_hi"] == 100 and "clipped" in line["note"]
+    view = ci_table(transfer_data(load_runs(tmp_path), "test_acc"))  # a clipped interval shows its two sides
+    assert view.loc["random", 1] == f"{rnd['mean']:.1f} +{rnd['ci_hi'] - rnd['mean']:.1f}/-{rnd['mean']:.1f}"
+    assert "±" not in view.loc["BnB", 1] and view.loc["BnB", 1].split("+")[1].startswith(
+        f"{100 - top['mean']:.1f}"
+    )
 
 
 def test_undertrained_bases_are_flagged(tmp_path):
