@@ -139,8 +139,11 @@ def _base_info(used: pd.DataFrame) -> pd.DataFrame:
             info = {f: (None if not _present(v) else v) for f, v in info.items()}
             half = info["half"] or ("B" if prefix.endswith("baseB.") else "A")
             rows.append({"group": group, "role": f"base{half}", "key": key, **info})
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.drop_duplicates(["group", "key"]).reset_index(drop=True)
+    frame = pd.DataFrame(rows, columns=columns).drop_duplicates(["group", "key"]).reset_index(drop=True)
+    for col in ("seed", "init_seed", "epochs", "best_epoch"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    frame["still_rising"] = frame["still_rising"].astype("boolean")  # <NA>: the record does not say
+    return frame
 
 
 def _caveats(part: pd.DataFrame, metric: str, bases: pd.DataFrame) -> list[str]:
@@ -656,7 +659,7 @@ def undertrained(td: TransferData) -> pd.DataFrame:
     columns = ["group", "flag", "role", "key", "n", "d", "d_lo", "d_hi", "detail"]
     rows = []
     info = td.base_info
-    for _, b in info[info["still_rising"].map(lambda v: v is True or v == 1.0)].iterrows():
+    for _, b in info[info["still_rising"].fillna(False).astype(bool)].iterrows():
         rows.append(
             {
                 "group": b["group"],
@@ -724,7 +727,7 @@ def _check_bases(td: TransferData, group: str, flags: pd.DataFrame) -> dict:
         "paper": "bases trained to convergence (450k iterations); BnB+ ~ baseB",
     }
     info = td.base_info[td.base_info["group"] == group]
-    known = info["still_rising"].map(lambda v: _present(v))
+    known = info["still_rising"].notna()
     checks = {n: ci for n, ci in bnb_plus_vs_baseb(td, group).items() if ci.has_ci}
     worst = max(checks.items(), key=lambda kv: kv[1].lo, default=(None, None))[1]
     numbers = {
