@@ -20,9 +20,11 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from analysis.metrics import DEFAULT as DEFAULT_METRIC
+
 
 class WriteReport(Callback):
-    def __init__(self, out: str | None = None, metric: str = "test_acc_best_k", enabled: bool = True) -> None:
+    def __init__(self, out: str | None = None, metric: str = DEFAULT_METRIC, enabled: bool = True) -> None:
         self.out, self.metric, self.enabled = out, metric, enabled
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:

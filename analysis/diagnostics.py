@@ -29,7 +29,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from analysis.figures import STYLE, save  # one look per treatment in every figure; one way to save
+from analysis.figures import HOLLOW, STYLE, save  # one look per treatment in every figure; one way to save
 
 RC = {
     "font.size": 10,
@@ -468,6 +468,7 @@ def cka_figure(
                 marker = marker or "o"  # baseB has no marker in the accuracy plots; here it is a curve too
                 mean = part.groupby("layer")["cka"].mean()
                 dashed = t == "baseB" and against == "baseB"
+                hollow = {"markerfacecolor": "white", "markeredgewidth": 1.6} if t in HOLLOW else {}
                 ax.plot(
                     mean.index,
                     mean.to_numpy(),
@@ -478,6 +479,7 @@ def cka_figure(
                     linestyle="--" if dashed else "-",
                     label=t,
                     zorder=3,
+                    **hollow,
                 )
                 if part.groupby("layer").size().max() > 1:
                     ax.plot(

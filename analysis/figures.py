@@ -23,17 +23,21 @@ from matplotlib.patches import Patch
 from analysis import paper as paper_ref
 from analysis.stats import t_interval
 
-# treatment -> (colour, marker), fixed so the same treatment looks the same everywhere
+# treatment -> (colour, marker), fixed so the same treatment looks the same everywhere. Colour-blind-safe
+# (Okabe-Ito) hues, one per treatment: the "+" treatments are not paler copies of their frozen ones (light pink
+# AnB+ and light blue BnB+ could not be told apart near the baseB line), and their markers are hollow
+# (:data:`HOLLOW`), so frozen vs fine-tuned reads from the marker too.
 STYLE = {
     "baseB": ("#000000", None),
-    "BnB": ("#1f77b4", "o"),
-    "BnB+": ("#6baed6", "s"),
-    "AnB": ("#d62728", "D"),
-    "AnB+": ("#ff9896", "^"),
+    "BnB": ("#0072B2", "o"),
+    "BnB+": ("#009E73", "s"),
+    "AnB": ("#D55E00", "D"),
+    "AnB+": ("#CC79A7", "^"),
     "random": ("#7f7f7f", "X"),
-    "warm": ("#2ca02c", "P"),
-    "scratch": ("#9467bd", "v"),
+    "warm": ("#E69F00", "P"),
+    "scratch": ("#56B4E9", "v"),
 }
+HOLLOW = {"BnB+", "AnB+"}  # fine-tuned copies: hollow markers (white face, coloured edge)
 CYCLE = [
     "#1f77b4",
     "#d62728",
@@ -83,6 +87,15 @@ def style_of(name: str, i: int = 0) -> tuple[str, str]:
     return STYLE.get(name, (CYCLE[i % len(CYCLE)], MARKERS[i % len(MARKERS)]))
 
 
+def marker_style(name: str, size: float = 7) -> dict:
+    """Line2D/plot keyword arguments for a treatment's line and marker (hollow for the "+" treatments)."""
+    colour, marker = style_of(name)
+    kw = {"color": colour, "marker": marker, "markersize": size, "markeredgecolor": colour}
+    if name in HOLLOW:
+        kw.update(markerfacecolor="white", markeredgewidth=1.8)
+    return kw
+
+
 # --- transferability ---------------------------------------------------------------------------------------------
 
 
@@ -91,29 +104,40 @@ def transferability_figure(
 ):
     """The paper's layout: accuracy against n, one marker per treatment, the baseB line, 95% CI bands, single
     replicates as small points. Panels: ``measured`` (%), ``relative`` (points vs baseB, paired per replicate),
-    ``paper`` (its own n = 1..7, %), ``paper_relative``."""
+    ``paper`` (its own n = 1..7, %), ``paper_relative``.
+
+    Bands are Student-t intervals over replicates clipped to what an accuracy can be: [0, 100] % in
+    ``measured``; in ``relative`` [-baseB, 100 - baseB] points (baseB = the mean of the line). With two
+    replicates a t-interval is 12.7 standard errors wide and would otherwise run below 0 %. The legend lists
+    only what the panels draw: the treatments the data has (the paper panels show the same ones)."""
     from analysis.transferability import N_TREATMENTS, baseb_per_replicate, ci_table
 
     ref = paper_ref.load_reference() if reference is None else reference
-    table = ci_table(td)
-    table = table[table["group"] == group]
+    table = ci_table(td, numeric=True, group=group)
     layers = td.layers(group)
     values = td.values[(td.values["group"] == group) & td.values["n"].notna()].copy()
     base = baseb_per_replicate(td, group)
     values["delta"] = values["value"] - values["replicate"].map(base)
     replicates = int(table["replicates"].max()) if len(table) else 0
+    present = [t for t in N_TREATMENTS if t in set(table["treatment"])]
+    b = table[table["treatment"] == "baseB"]
+    has_base = bool(len(b)) and not math.isnan(float(b["mean"].iloc[0]))
+    base_ci = has_base and not math.isnan(float(b["ci_lo"].iloc[0]))
+    rows = table[table["treatment"].isin(present)]
+    bands = bool(rows["ci_lo"].notna().any()) or (
+        "relative" in panels and bool(rows["delta_lo"].notna().any())
+    )
+    dots = any(values[values["treatment"] == t].groupby("n").size().max() >= 2 for t in present)
     with mpl.rc_context(RC):
         fig = Figure(figsize=(6.2 * len(panels), 5.2))
         axes = fig.subplots(1, len(panels), squeeze=False)
         for letter, ax, kind in zip("abcd", axes[0], panels, strict=False):
             if kind in ("measured", "relative"):
-                _measured_panel(
-                    ax, table, values, layers, relative=kind == "relative", treatments=N_TREATMENTS
-                )
+                _measured_panel(ax, table, values, layers, relative=kind == "relative", treatments=present)
                 what = (
                     "difference to baseB (points)"
                     if kind == "relative"
-                    else f"{_metric_label(td.metric)} (%)"
+                    else f"{_metric_short(td.metric)} (%)"
                 )
                 ax.set_ylabel(what)
                 ax.set_xlabel(f"n: layers copied from the base (this net: L = {layers})")
@@ -121,25 +145,30 @@ def transferability_figure(
                 what = "vs each replicate's baseB" if kind == "relative" else "mean"
                 ax.set_title(f"({letter}) this harness: {what}, {rep}", loc="left")
             else:
-                _paper_panel(ax, ref, relative=kind == "paper_relative", treatments=N_TREATMENTS)
+                _paper_panel(ax, ref, relative=kind == "paper_relative", treatments=present)
                 ax.set_ylabel(
                     "difference to baseB (points)" if kind == "paper_relative" else "top-1 accuracy (%)"
                 )
                 ax.set_xlabel(f"n: layers copied (paper's net: L = {paper_ref.LAYERS})")
                 ax.set_title(f"({letter}) paper: ImageNet half B (no CIs in its table)", loc="left")
-        handles = [
-            Line2D([], [], color=STYLE[t][0], marker=STYLE[t][1], markersize=7, label=t)
-            for t in N_TREATMENTS
-            if t in set(table["treatment"]) or any(k.startswith("paper") for k in panels)
-        ]
-        handles.append(
-            Line2D([], [], color="black", linestyle="--", label="baseB (trained on B from scratch)")
-        )
-        if replicates > 1:
-            if "measured" in panels:
-                handles.append(Line2D([], [], color="black", linestyle=":", label="baseB 95% CI"))
-            handles += [
-                Patch(facecolor="grey", alpha=0.25, label="treatment 95% CI (t, over replicates)"),
+        handles = [Line2D([], [], **marker_style(t), label=t) for t in present]
+        if has_base or any(k != "measured" for k in panels):
+            handles.append(
+                Line2D([], [], color="black", linestyle="--", label="baseB (trained on B from scratch)")
+            )
+        if base_ci and "measured" in panels:
+            handles.append(Line2D([], [], color="black", linestyle=":", label="baseB 95% CI"))
+        if bands:
+            bounds = "[0, 100] %" if "measured" in panels else "the accuracy's bounds"
+            handles.append(
+                Patch(
+                    facecolor="grey",
+                    alpha=0.25,
+                    label=f"treatment 95% CI (t over replicates, clipped to {bounds})",
+                )
+            )
+        if dots:
+            handles.append(
                 Line2D(
                     [],
                     [],
@@ -149,88 +178,116 @@ def transferability_figure(
                     markersize=4,
                     alpha=0.6,
                     label="one replicate",
-                ),
-            ]
-        ncol = min(len(handles), 3 if len(panels) == 1 else 5)  # two rows at most, within the figure's width
+                )
+            )
+        # a few rows at most, within the figure's width
+        ncol = min(len(handles), 3 if len(panels) == 1 else 4)
         fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.01))
         fig.suptitle(f"{group}\nmetric: {_metric_label(td.metric)}", fontsize=12)
-        fig.tight_layout(rect=(0, 0.09, 1, 1))
+        fig.tight_layout(rect=(0, 0.06 + 0.045 * math.ceil(len(handles) / ncol), 1, 1))
     return fig
 
 
 def _metric_label(metric: str) -> str:
-    return {
-        "test_acc_best_k": "top-1 test accuracy, mean of best k",
-        "test_acc": "top-1 test accuracy, last epoch",
-    }.get(metric, metric)
+    from analysis import metrics
+
+    return metrics.LABELS.get(metric, metric)
+
+
+def _metric_short(metric: str) -> str:
+    from analysis import metrics
+
+    return metrics.SHORT.get(metric, metric)
 
 
 def _measured_panel(ax, table, values, layers, *, relative: bool, treatments) -> None:
     ns = np.arange(1, layers)
     b = table[table["treatment"] == "baseB"]
+    base_mean = float(b["mean"].iloc[0]) if len(b) else math.nan
     if relative:
         ax.axhline(0, color="black", linestyle="--", linewidth=1.5)
-    elif len(b) and not math.isnan(b["mean"].iloc[0]):
+    elif len(b) and not math.isnan(base_mean):
         mean, lo, hi = b[["mean", "ci_lo", "ci_hi"]].iloc[0]
         ax.axhline(mean, color="black", linestyle="--", linewidth=1.5)
         if not math.isnan(lo):  # thin dotted bounds, not a band: the treatments' bands sit on top of it
             for y in (lo, hi):
                 ax.axhline(y, color="black", linestyle=":", linewidth=1.0)
+    # A difference to baseB is an accuracy minus baseB: it cannot leave [-baseB, 100 - baseB].
+    floor, ceiling = (
+        ((-base_mean, 100 - base_mean) if not math.isnan(base_mean) else (-100, 100))
+        if relative
+        else (0, 100)
+    )
     present = [t for t in treatments if t in set(table["treatment"])]
     kept: list[float] = [0.0] if relative else list(b["mean"].dropna())
+    bounds: list[float] = [] if relative else list(b[["ci_lo", "ci_hi"]].stack().dropna())
+    rnd_kept: list[float] = []
+    rnd_bounds: list[float] = []
+    random_band = None
     for i, t in enumerate(present):
-        colour, marker = STYLE[t]
+        colour = STYLE[t][0]
         rows = table[table["treatment"] == t].sort_values("n")
         x = rows["n"].astype(float).to_numpy()
         mean = (rows["delta"] if relative else rows["mean"]).to_numpy(dtype=float)
-        lo = (rows["delta_lo"] if relative else rows["ci_lo"]).to_numpy(dtype=float)
-        hi = (rows["delta_hi"] if relative else rows["ci_hi"]).to_numpy(dtype=float)
-        ax.fill_between(x, lo, hi, color=colour, alpha=0.13, linewidth=0)
-        ax.plot(x, mean, color=colour, marker=marker, markersize=7, linewidth=1.8, label=t, zorder=3)
+        lo = np.clip((rows["delta_lo"] if relative else rows["ci_lo"]).to_numpy(dtype=float), floor, ceiling)
+        hi = np.clip((rows["delta_hi"] if relative else rows["ci_hi"]).to_numpy(dtype=float), floor, ceiling)
+        band = ax.fill_between(x, lo, hi, color=colour, alpha=0.13, linewidth=0)
+        if t == "random":
+            random_band = band
+        ax.plot(x, mean, linewidth=1.8, label=t, zorder=3, **marker_style(t))
         pts = values[values["treatment"] == t]
+        y = (pts["delta"] if relative else pts["value"]).to_numpy(dtype=float)
+        # the axis range follows every treatment but random (see _clip_far_values)
+        (rnd_kept if t == "random" else kept).extend(
+            v for v in np.concatenate([mean, y]) if not math.isnan(v)
+        )
+        (rnd_bounds if t == "random" else bounds).extend(
+            v for v in np.concatenate([lo, hi]) if not math.isnan(v)
+        )
         if pts.groupby("n").size().max() < 2:  # a lone replicate is the mean itself
             continue
-        offset = (
-            i - (len(present) - 1) / 2
-        ) * 0.07  # side by side, so replicates of different treatments separate
-        y = (pts["delta"] if relative else pts["value"]).to_numpy(dtype=float)
-        ax.plot(
-            pts["n"].to_numpy(dtype=float) + offset,
-            y,
-            linestyle="",
-            marker=marker,
-            markersize=4,
-            color=colour,
-            alpha=0.55,
-            zorder=2,
-        )
-    for t in present:
-        if t != "random":
-            rows = table[table["treatment"] == t]
-            pts = values[values["treatment"] == t]
-            cols = ["delta", "delta_lo", "delta_hi"] if relative else ["mean", "ci_lo", "ci_hi"]
-            y = pts["delta" if relative else "value"].to_numpy(dtype=float)
-            kept += [
-                v for v in np.concatenate([rows[cols].to_numpy(dtype=float).ravel(), y]) if not math.isnan(v)
-            ]
+        # side by side, so replicates of different treatments separate
+        offset = (i - (len(present) - 1) / 2) * 0.07
+        dot = {**marker_style(t, 4), "alpha": 0.55}
+        ax.plot(pts["n"].to_numpy(dtype=float) + offset, y, linestyle="", zorder=2, **dot)
+    kept = _within_reach(kept, bounds)
     ax.set_xticks(ns)
     ax.set_xlim(0.6, layers - 0.4)
-    _clip_far_values(ax, table, values, kept, relative=relative)
-    if not relative and ax.get_ylim()[1] > 100.5:  # a wide t-interval can pass 100 %; accuracy cannot
-        ax.set_ylim(top=100.5)
+    if _clip_far_values(ax, table, values, kept, relative=relative):
+        if random_band is not None:
+            random_band.remove()  # it would wash over the whole axis; its means are written at the bottom
+    elif kept or rnd_kept:
+        shown = _within_reach(kept + rnd_kept, bounds + rnd_bounds)
+        pad = 0.08 * max(max(shown) - min(shown), 0.5)
+        ax.set_ylim(min(shown) - pad, max(shown) + pad)
+    bottom, top = ax.get_ylim()
+    margin = 0.02 * (top - bottom)
+    ax.set_ylim(max(bottom, floor - margin), min(top, ceiling + margin))  # the axis stays inside the bounds
 
 
-def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) -> None:
+def _within_reach(values: list[float], bounds: list[float]) -> list[float]:
+    """``values`` (means and points) plus the CI ``bounds``, each bound pulled in to at most half the spread of
+    the values beyond them: a band past that runs over the axis' edge. With two replicates one t-interval can be
+    ten times wider than the data, and an axis fitted to it would flatten every curve."""
+    if not values:
+        return list(values)
+    lo, hi = min(values), max(values)
+    reach = 0.5 * max(hi - lo, 0.5)
+    return [*values, *(min(max(v, lo - reach), hi + reach) for v in bounds)]
+
+
+def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) -> bool:
     """Random frozen layers can sit tens of points below everything else and flatten every other curve; then
-    the axis keeps to the others and the clipped random points are written at the bottom edge."""
+    the axis keeps to the others and the clipped random points are written at the bottom edge. Returns whether
+    it did so."""
     if not kept:
-        return
+        return False
     lo, hi = min(kept), max(kept)
     span = max(hi - lo, 0.5)
     rnd = table[table["treatment"] == "random"]
     col = "delta" if relative else "mean"
     if not (rnd[col] < lo - 1.5 * span).any():
-        return
+        return False
     near = rnd.loc[rnd[col] >= lo - 1.5 * span, col]  # moderately low random means stay on the axis
     lo = min([lo, *near])
     span = max(hi - lo, 0.5)
@@ -246,6 +303,7 @@ def _clip_far_values(ax, table, values, kept: list[float], *, relative: bool) ->
             fontsize=9,
             color=colour,
         )
+    return True
 
 
 def _paper_panel(ax, ref: pd.DataFrame, *, relative: bool, treatments) -> None:
@@ -255,9 +313,8 @@ def _paper_panel(ax, ref: pd.DataFrame, *, relative: bool, treatments) -> None:
         rows = ref[ref["treatment"] == t].sort_values("n")
         if rows.empty:
             continue
-        colour, marker = STYLE[t]
         y = rows["top1"].to_numpy(dtype=float) - (base if relative else 0)
-        ax.plot(rows["n"], y, color=colour, marker=marker, markersize=7, linewidth=1.8, label=t)
+        ax.plot(rows["n"], y, linewidth=1.8, label=t, **marker_style(t))
     ax.set_xticks(range(1, paper_ref.LAYERS))
     ax.set_xlim(0.6, paper_ref.LAYERS - 0.4)
 
@@ -495,6 +552,12 @@ def param_importances(importances: pd.Series, *, title: str = ""):
             )
         ax.set_xlabel("importance (fANOVA share of objective variance, sums to 1)")
         ax.set_xlim(0, max(1.0, float(imp.max()) * 1.15) if len(imp) else 1)
-        ax.set_title(title or "parameter importances", loc="left")
+        title = title or "parameter importances"
+        complete = importances.attrs.get("complete_trials")
+        if importances.attrs.get("warning"):  # analysis.search.importances: too few trials to rank by
+            from analysis.search import MIN_TRIALS_FOR_IMPORTANCES as least
+
+            title += f"\nUNRELIABLE: only {complete} complete trials (fewer than {least})"
+        ax.set_title(title, loc="left", color="#b2182b" if importances.attrs.get("warning") else "black")
         fig.tight_layout()
     return fig

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import metrics as metrics_mod
+
 RECORD_NAME = "result.json"
 # The record schema this analysis reads (harness.record.RECORD_VERSION; a test keeps the two equal).
 SUPPORTED_VERSION = 1
 INDEX_NAME = ".freezelab-index.json"
 STARTED_NAME = "started.json"  # harness.store: a run began in this folder (its run id, when, where)
-INDEX_VERSION = 4  # bump when the flattened row or the history entries change shape
+INDEX_VERSION = 5  # bump when the flattened row or the history entries change shape
 SKIP_DIRS = {"wandb", "checkpoints", "__pycache__", "report"}  # never hold records; can be large
 
 # Columns every runs DataFrame has, in this order (the rest follow: metrics.*, timing.*, transfer.*, config.*).
@@ -44,7 +46,10 @@ FRONT = [
     "split",
     "half",
     "seed",
+    "init_seed",
     "lr",
+    "lr_lo",
+    "lr_hi",
     "transfer.treatment",
     "transfer.n",
     "transfer.split_seed",
@@ -62,7 +67,10 @@ class NoRunsError(ValueError):
 def find_records(path: str | Path) -> tuple[list[str], list[str]]:
     """(records, job folders without a record) below ``path``, as absolute paths; hidden folders and
     ``wandb``/``checkpoints`` are skipped (hidden ones hold Hydra's metadata or bases still being built).
-    Plain strings, not Path objects: with thousands of runs, path objects cost more than the scan."""
+    A job folder without a record counts only when it holds ``started.json`` (the job began a run and died, or
+    still runs); a folder with neither (a config error that exited 2, an ``lr_find``: Hydra made the folder,
+    no run began) is not a run. Plain strings, not Path objects: with thousands of runs, path objects cost more
+    than the scan."""
     path = Path(path).resolve()
     if path.is_file():
         return [str(path)], []
@@ -79,8 +87,8 @@ def find_records(path: str | Path) -> tuple[list[str], list[str]]:
         names = {e.name for e in entries}
         if RECORD_NAME in names:
             records.append(os.path.join(folder, RECORD_NAME))
-        elif ".hydra" in names or STARTED_NAME in names:
-            orphans.append(folder)  # a job that never wrote its record: a config error, killed, still running
+        elif STARTED_NAME in names:
+            orphans.append(folder)  # a run began here and never wrote its record: killed, or still running
         for e in entries:
             if not e.name.startswith(".") and e.name not in SKIP_DIRS and e.is_dir(follow_symlinks=False):
                 stack.append(e.path)
@@ -100,10 +108,14 @@ def load_runs(
 
     Columns: ``folder``, ``kind`` (treatment | base | trial | run), ``status`` (ok | failed | pruned | unreadable
     | no_record), ``problem`` (why a table should leave the run out, else None), short config columns
-    (``experiment``, ``data``, ``model``, ``strategy``, ``split``, ``half``, ``seed``, ``lr`` = peak lr,
-    ``epochs`` run), ``metrics.*``, ``timing.*`` (``started``/``finished`` as UTC timestamps), ``transfer.*``,
-    ``trial.*``, ``harness.*``, ``environment.*``, ``sweep`` (the multirun folder, if any) and every config leaf
-    as ``config.<dotted key>`` (lists as JSON text). Raises :class:`NoRunsError` when no record is found.
+    (``experiment``, ``data``, ``model``, ``strategy``, ``split``, ``half``, ``seed``, ``init_seed`` (the seed of
+    the run's fresh weights), ``lr`` = peak lr, ``lr_lo``/``lr_hi`` = the rates of the first and the last layer
+    group (see :func:`lr_range`), ``epochs`` run), ``metrics.*`` (see :mod:`analysis.metrics`: an older record's
+    test-selected ``test_acc_best_k`` is read as ``metrics.test_acc_best_k_optimistic``), ``derived`` (the
+    fields analysis computed from the record's history because the record predates them, else None),
+    ``timing.*`` (``started``/``finished`` as UTC timestamps), ``transfer.*``, ``trial.*``, ``harness.*``,
+    ``environment.*``, ``sweep`` (the multirun folder, if any) and every config leaf as ``config.<dotted key>``
+    (lists as JSON text). Raises :class:`NoRunsError` when no record is found.
     """
     rows = []
     sources = _as_paths(paths)
@@ -292,8 +304,8 @@ def _orphan_row(folder: Path) -> dict:
             f"no {RECORD_NAME}: run {started.get('run_id')} started {started.get('started')} on "
             f"{started.get('host')} (pid {started.get('pid')}) and was killed, or is still running"
         )
-    else:
-        why = f"no {RECORD_NAME}: the job failed before training (a config error) or is still running"
+    else:  # an unreadable started.json: the folder still marks a run that began
+        why = f"no {RECORD_NAME}: a run started here (its {STARTED_NAME} is unreadable) and was killed, or is still running"
     row = _bad_row(folder / RECORD_NAME, "no_record", why)
     try:
         import yaml
@@ -417,14 +429,27 @@ def flatten_record(record: Mapping, path: Path) -> dict:
         "version": record.get("version"),
         "stopped_epoch": record.get("stopped_epoch"),
         "reused_from": (record.get("reused") or {}).get("from"),
+        "init_seed": record.get("init_seed"),
         "epochs": len(history),
         **_short_columns(config, record.get("plan") or {}),
     }
+    derived = []
+    metrics = _renamed(metrics)
+    if metrics_mod.BEST_VAL_K not in metrics and history:
+        metrics[metrics_mod.BEST_VAL_K] = metrics_mod.best_val_k(history, metrics_mod.k_of(record))
+        derived.append(f"metrics.{metrics_mod.BEST_VAL_K}")
     row.update({f"metrics.{k}": _number(v) for k, v in metrics.items()})
     row.update({f"timing.{k}": v for k, v in timing.items()})
     # Transfer treatments: the record's own section (what was run); other runs: what their config says.
     section = record.get("transfer") or {"treatment": (config.get("transfer") or {}).get("treatment")}
+    if record.get("transfer"):
+        section = dict(section)
+        for role in ("base", "baseB"):
+            if isinstance(section.get(role), Mapping):
+                section[role], was_derived = _base_summary(section[role])
+                derived += [f"transfer.{role}.{metrics_mod.BEST_VAL_K}"] if was_derived else []
     row.update({f"transfer.{k}": v for k, v in flatten(section).items()})
+    row["derived"] = "; ".join(derived) or None
     row.update({f"trial.{k}": v for k, v in (config.get("trial") or {}).items() if k in ("number", "study")})
     row.update({f"harness.{k}": v for k, v in (record.get("harness") or {}).items()})
     env = record.get("environment") or {}
@@ -440,6 +465,7 @@ def _short_columns(config: Mapping, plan: Mapping) -> dict:
         value = config.get(section)
         return value.get("name") if isinstance(value, Mapping) else value
 
+    lo, hi = lr_range(_lr_setting(config))
     return {
         "experiment": config.get("experiment_name"),
         "data": name("data"),
@@ -449,24 +475,82 @@ def _short_columns(config: Mapping, plan: Mapping) -> dict:
         "half": config.get("half"),
         "seed": config.get("seed"),
         "lr": peak_lr(config),
+        "lr_lo": lo,
+        "lr_hi": hi,
         "batch_size": config.get("batch_size"),
     }
 
 
-def peak_lr(config: Mapping) -> float | None:
-    """The run's peak rate: the strategy's ``lr``/``base_lr`` if set, else the top-level ``lr``; of a slice
-    ``{lo, hi}`` its ``hi`` (the head's rate)."""
+def _lr_setting(config: Mapping):
+    """The run's configured rate: the strategy's ``base_lr`` or ``lr`` if set, else the top-level ``lr``."""
     strategy = config.get("strategy") if isinstance(config.get("strategy"), Mapping) else {}
     for value in (strategy.get("base_lr"), strategy.get("lr"), config.get("lr")):
-        if isinstance(value, Mapping):
-            value = value.get("hi")
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+        if lr_range(value) != (None, None):
+            return value
     return None
+
+
+def lr_range(value) -> tuple[float | None, float | None]:
+    """(rate of the first layer group, rate of the last) of an lr setting, as the harness spreads it (fastai's
+    ``slice``): a number ``x`` -> (x, x); ``{hi: x}`` -> (x/10, x) (``slice(hi)``: every group but the head at
+    hi/10); ``{lo: a, hi: b}`` -> (a, b); a list of per-group rates -> (its first, its last)."""
+
+    def number(v):
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    if isinstance(value, Mapping):
+        hi, lo = number(value.get("hi")), number(value.get("lo"))
+        if hi is None:
+            return None, None
+        return (hi / 10 if lo is None else lo), hi
+    if isinstance(value, list | tuple):
+        rates = [number(v) for v in value]
+        return (rates[0], rates[-1]) if rates and None not in rates else (None, None)
+    x = number(value)
+    return x, x
+
+
+def peak_lr(config: Mapping) -> float | None:
+    """The run's peak rate: the strategy's ``lr``/``base_lr`` if set, else the top-level ``lr``; of a slice
+    ``{lo, hi}`` its ``hi`` and of a per-group list its last entry (the head's rate)."""
+    return lr_range(_lr_setting(config))[1]
 
 
 def _number(value):
     return float("nan") if value is None else value
+
+
+def _renamed(values: Mapping) -> dict:
+    """A record's metrics (or a base summary) with the test-selected mean under its optimistic name."""
+    out = dict(values)
+    if metrics_mod.OPTIMISTIC in out:
+        out[metrics_mod.OPTIMISTIC_FIELD] = out.pop(metrics_mod.OPTIMISTIC)
+    return out
+
+
+def _base_summary(summary: Mapping) -> tuple[dict, bool]:
+    """A base summary of a treatment's record; one from before ``test_acc_best_val_k`` gets it from the base's own
+    record (``path`` names its cache folder) when that is readable. Returns (summary, whether it was derived)."""
+    out = _renamed(summary)
+    if metrics_mod.BEST_VAL_K in out:
+        return out, False
+    out[metrics_mod.BEST_VAL_K] = _base_best_val_k(str(out.get("path") or ""))
+    return out, out[metrics_mod.BEST_VAL_K] is not None
+
+
+_BASES: dict[tuple, float | None] = {}  # (record path, mtime) -> its value: many treatments name one base
+
+
+def _base_best_val_k(folder: str) -> float | None:
+    path = os.path.join(folder, RECORD_NAME) if folder else ""
+    try:
+        key = (path, os.stat(path).st_mtime_ns)
+    except OSError:
+        return None
+    if key not in _BASES:
+        base = _read_json(Path(path))
+        _BASES[key] = metrics_mod.best_val_k(base.get("history") or [], metrics_mod.k_of(base))
+    return _BASES[key]
 
 
 def _history_of(record: Mapping) -> list[dict]:

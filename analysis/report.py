@@ -17,11 +17,13 @@ import os
 import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import diagnostics, figures, provenance, search, strategies, transferability
+from analysis import metrics as metrics_mod
 from analysis.load import NoRunsError, load_history, load_runs
 from analysis.tables import escape_md, markdown_table, write_table
 from analysis.transferability import METRICS, TOLERANCE
@@ -84,11 +86,13 @@ def write_report(
     path: str | Path,
     out: str | Path | None = None,
     *,
-    metric: str = "test_acc_best_k",
+    metric: str = metrics_mod.DEFAULT,
     tolerance: float = TOLERANCE,
     command: str | None = None,
 ) -> Path:
-    """Write the report for the runs below ``path``; returns the report folder."""
+    """Write the report for the runs below ``path``; returns the report folder. ``metric``: see
+    :mod:`analysis.metrics` (default ``test_acc_best_val_k``; ``test_acc_best_k`` is labelled optimistic)."""
+    metrics_mod.check(metric)
     root = Path(path).expanduser().resolve()
     if not root.exists():
         raise FileNotFoundError(f"{root} does not exist")
@@ -140,9 +144,12 @@ def _write(
         }
     }
     if runs is not None:
+        if (runs["kind"] == "treatment").any():
+            td = transferability.transfer_data(runs, metric)
+            prov["undertrained"] = _undertrained(doc, td)
         _inventory(doc, runs)
         if (runs["kind"] == "treatment").any():
-            prov["transferability"] = _transferability(doc, runs, metric, tolerance)
+            prov["transferability"] = _transferability(doc, td, runs, tolerance)
         if (runs["kind"] == "run").any():
             prov["strategies"] = _strategies(doc, runs)
     for folder in searches:
@@ -223,11 +230,36 @@ def _ci_shown(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: float) -> dict:
-    td = transferability.transfer_data(runs, metric)
-    other_metric = next(m for m in METRICS if m != metric)
+def _undertrained(doc: _Doc, td) -> list[dict]:
+    """The warning at the top of the report: bases still rising at their end, grids where BnB+ beats baseB."""
+    flags = transferability.undertrained(td)
+    if flags.empty:
+        return []
+    doc.add(f"> **Warning: {escape_md(transferability.undertrained_text(flags))}.**")
+    doc.add(
+        "> The paper's bases are trained to convergence. A base stopped while its validation accuracy still "
+        "rose makes a low baseB line, and fine-tuning a copy of it (BnB+) then beats it by simply training "
+        "longer: the comparisons with baseB below measure training time as much as transfer. Train the bases "
+        "longer (`transfer.base_epochs`) or until validation accuracy stops improving."
+    )
+    listed = pd.DataFrame({"experiment": flags["group"], "flag": flags["flag"], "detail": flags["detail"]})
+    doc.table(listed, "undertrained", "Undertrained bases", shown=listed.head(MAX_LISTED))
+    if len(flags) > MAX_LISTED:
+        doc.add(f"... and {len(flags) - MAX_LISTED} more in the CSV.")
+    return flags.to_dict("records")
+
+
+def _other_metric(metric: str) -> str:
+    """The metric of the sensitivity table: the last epoch for the default, the default for the others (the
+    optimistic one is never chosen for the reader)."""
+    return metrics_mod.LAST if metric == metrics_mod.BEST_VAL_K else metrics_mod.BEST_VAL_K
+
+
+def _transferability(doc: _Doc, td, runs: pd.DataFrame, tolerance: float) -> dict:
+    metric = td.metric
+    other_metric = _other_metric(metric)
     td_other = transferability.transfer_data(runs, other_metric)
-    ci = transferability.ci_table(td)
+    ci = transferability.ci_table(td, numeric=True)
     line = transferability.baseb_line(td).set_index("group")
     found = transferability.findings(td, tolerance)
     found_other = transferability.findings(td_other, tolerance) if len(td_other.values) else None
@@ -247,8 +279,14 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
         splits = sorted({int(s) for s in part["split_seed"].dropna()})
         seeds = sorted({int(s) for s in part["seed"].dropna()})
         doc.add(
-            f"Metric: `{METRICS[metric]}` in percent (the paper's mean of the best k test evaluations"
-            f"{'' if metric == 'test_acc_best_k' else '; here the last epoch instead'}). This net has "
+            f"Metric: `{METRICS[metric]}` in percent: {escape_md(metrics_mod.LABELS[metric])}"
+            + (
+                f" (**not for claims**: its epochs were chosen on the test set; the default is "
+                f"`{METRICS[metrics_mod.BEST_VAL_K]}`)"
+                if metric == metrics_mod.OPTIMISTIC
+                else ""
+            )
+            + f". This net has "
             f"L = {layers} weight layers, so n = 1..{layers - 1}; the paper's has L = 8 (n = 1..7). "
             f"Replicates: split seeds {splits} x seeds {seeds}. This experiment: "
             f"{escape_md(sel.text(group))}."
@@ -276,19 +314,32 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
         doc.figure(
             figures.transferability_figure(td, group, panels=("measured", "paper")),
             f"transfer_{slug}",
-            "Accuracy against n: this harness (left; lines are means, bands 95% CIs, dashed the baseB line "
-            "with its CI) and the paper's numbers at its own n (right)",
+            "Accuracy against n: this harness (left; lines are means, bands 95% t-intervals over replicates "
+            "clipped to [0, 100] %, running past the axis' edge where they are much wider than the data; dashed "
+            "the baseB line with its CI) and the paper's numbers at its own n (right, the same treatments)",
         )
         doc.figure(
             figures.transferability_figure(td, group, panels=("relative", "paper_relative")),
             f"transfer_relative_{slug}",
-            "The same relative to baseB (points): here paired within each replicate; right, the paper",
+            "The same relative to baseB (points): here paired within each replicate, bands clipped to "
+            "[-baseB, 100 - baseB] (an accuracy stays within [0, 100] %); right, the paper",
         )
         _cka(doc, sel.used[sel.used["group"] == group], slug)
+        view = transferability.paper_view(rows).reset_index()
+        view.columns = [c if c in ("treatment", transferability.NO_N) else f"n = {c}" for c in view.columns]
+        doc.table(
+            rows,
+            f"transfer_table_{slug}",
+            f"{_metric_short(metric)} (%), mean ± half-width of the 95% t-interval over replicates (+up/-down "
+            f"where the interval is clipped to [0, 100] %), per treatment and n (baseB at n = 0); the CSV has "
+            f"every number",
+            shown=view,
+        )
         doc.table(
             rows,
             f"transfer_ci_{slug}",
-            f"Mean and 95% CI per (treatment, n), {METRICS[metric]}, {group}",
+            f"Per (treatment, n): runs, replicates, 95% CI (clipped to [0, 100] %) and the paired difference "
+            f"to baseB, {METRICS[metric]}, {group}",
             shown=_ci_shown(rows),
         )
         b = line.loc[group]
@@ -307,7 +358,9 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
             f"(for '~', entirely beyond +-{tolerance:g} pts); otherwise, or with one replicate, *inconclusive*. "
             f"Middle layers are n with n/L in [0.35, 0.65] (the paper's 3-5 of 8; here "
             f"{transferability.middle(layers)}); the upper half is n > (L-1)/2 (here {transferability.upper(layers)}; "
-            f"the paper quotes n >= 5).",
+            f"the paper quotes n >= 5). Row U checks what the findings rest on, bases trained to convergence: "
+            f"*no* (undertrained bases) when a base's record says its validation accuracy was still rising at "
+            f"its end, or when BnB+ is above baseB beyond its CI (Welch) at some n.",
         )
         shown = rows_f[["id", "finding", "paper", "measured", "holds", "why"]].rename(
             columns={"paper": "paper's numbers", "measured": "measured here (pts)", "holds": "holds here?"}
@@ -318,7 +371,7 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
             doc.table(
                 fo.drop(columns="group"),
                 f"transfer_findings_{other_metric}_{slug}",
-                f"Sensitivity: the same check on {METRICS[other_metric]}",
+                f"Sensitivity: the same check on {METRICS[other_metric]} ({_metric_short(other_metric)})",
                 shown=fo[["id", "holds", "measured"]].rename(
                     columns={"holds": "holds here?", "measured": "measured here (pts)"}
                 ),
@@ -343,6 +396,10 @@ def _transferability(doc: _Doc, runs: pd.DataFrame, metric: str, tolerance: floa
         _config_file(doc, sel.used[sel.used["group"] == group], slug)
     _unattributed(doc, sel, td.groups, "transfer_left_out_other")
     return {"groups": info, "selection": sel.text()}
+
+
+def _metric_short(metric: str) -> str:
+    return metrics_mod.SHORT[metric]
 
 
 def _records(runs: pd.DataFrame) -> list[dict]:
@@ -517,8 +574,12 @@ def _search(doc: _Doc, folder: Path) -> dict:
             "Optimization history: objective per trial and the best so far",
         )
     try:
-        imp = search.importances(trials, objective)
-        done = int((trials["state"] == "COMPLETE").sum())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the report says it, next to the figure
+            imp = search.importances(trials, objective)
+        done = imp.attrs["complete_trials"]
+        if imp.attrs.get("warning"):
+            doc.add(f"> **Warning: {escape_md(imp.attrs['warning'])}.**")
         doc.figure(
             figures.param_importances(imp, title=f"parameter importances ({done} complete trials)"),
             f"{slug}_importances",
@@ -612,9 +673,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="report folder (default: PATH/report)")
     parser.add_argument(
         "--metric",
-        default="test_acc_best_k",
+        default=metrics_mod.DEFAULT,
         choices=list(METRICS),
-        help="transferability metric (default: the paper's test_acc_best_k)",
+        help="transferability metric (default: %(default)s, test accuracy at the k epochs with the best "
+        "validation accuracy; test_acc: the last epoch; test_acc_best_k: older records only, "
+        f"{metrics_mod.OPTIMISTIC_LABEL})",
     )
     parser.add_argument(
         "--tolerance",

@@ -231,10 +231,17 @@ def _overrides(folder) -> str | None:
     return " ".join(str(o) for o in items if not str(o).startswith("trial."))
 
 
+MIN_TRIALS_FOR_IMPORTANCES = 10  # below this, a forest fitted to the trials ranks parameters by noise
+
+
 def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 0) -> pd.Series:
     """fANOVA importance of each searched parameter (Optuna's evaluator; shares summing to 1), computed from the
     complete trials. Distributions are inferred from the table: numbers spanning 100x or more on a log scale,
-    whole numbers as integers, anything else categorical. Raises ValueError with fewer than 2 complete trials."""
+    whole numbers as integers, anything else categorical. Raises ValueError with fewer than 2 complete trials.
+
+    With fewer than :data:`MIN_TRIALS_FOR_IMPORTANCES` complete trials the numbers are still returned, with a
+    ``UserWarning`` and the same text in ``attrs["warning"]`` (figures and reports show it); ``attrs`` also
+    holds ``complete_trials``."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -283,4 +290,21 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed)
         )
     series = pd.Series({k.removeprefix("params."): float(v) for k, v in result.items()}, name="importance")
-    return series.sort_values(ascending=False)
+    series = series.sort_values(ascending=False)
+    series.attrs["complete_trials"] = len(done)
+    warning = importance_warning(len(done))
+    if warning:
+        series.attrs["warning"] = warning
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return series
+
+
+def importance_warning(complete: int) -> str | None:
+    """The caveat for importances computed from ``complete`` trials, or None when there are enough."""
+    if complete >= MIN_TRIALS_FOR_IMPORTANCES:
+        return None
+    return (
+        f"parameter importances from only {complete} complete trials (fewer than "
+        f"{MIN_TRIALS_FOR_IMPORTANCES}): fANOVA fits a random forest to them, and with so few points its ranking "
+        f"is mostly noise; read it as a hint, not a finding"
+    )

@@ -35,9 +35,16 @@ def fake_record(
     strategy: str = "freeze_to",
     layers: int = 5,
     data: str = "mnist5k",
+    base_still_rising: bool = False,
+    base_a_still_rising: bool = False,
+    old: bool = False,
 ) -> dict:
-    """One record; ``value`` is the run's ``test_acc`` and ``test_acc_best_k`` (a fraction), ``base_value`` its
-    baseB's. The baseB key depends on (experiment, split, b_domain, split_seed, seed), as the real cache key does."""
+    """One record of the current schema (:mod:`analysis.metrics`): ``value`` is the run's ``test_acc`` and
+    ``test_acc_best_val_k`` (a fraction; every epoch tests at ``value`` while validation accuracy rises, so both
+    are exact), ``base_value`` its bases'. The baseB key depends on (experiment, split, b_domain, split_seed,
+    seed), as the real cache key does. ``base_still_rising`` / ``base_a_still_rising``: baseB's / baseA's
+    ``still_rising`` flag. ``old=True``: a record of the harness before ``test_acc_best_val_k`` (it has the
+    optimistic ``test_acc_best_k`` instead, and no ``init_seed`` or base convergence fields)."""
     groups = list(GROUPS[: layers - 1]) + ["head"]
     config = {
         "experiment_name": experiment,
@@ -65,7 +72,7 @@ def fake_record(
     for e in range(1, epochs + 1):
         frozen = set(groups[: n or 0]) if strategy == "freeze_to" else set()
         lr = {g: (0.0 if g in frozen else 0.02 * (0.1 if e > 4 else 1)) for g in groups}
-        acc = None if value is None else value * (0.8 + 0.2 * e / epochs)
+        val = None if value is None else value * (0.8 + 0.2 * e / epochs)
         history.append(
             {
                 "epoch": e,
@@ -73,25 +80,50 @@ def fake_record(
                 "phase_index": 0,
                 "train_loss": 1.0 / e,
                 "val_loss": 1.0 / e,
-                "val_acc": acc,
+                "val_acc": val,
                 "test_loss": 1.0 / e,
-                "test_acc": acc,
+                "test_acc": value,
                 "lr": lr,
                 "lr_max": dict(lr),
                 "seconds": 1.0,
                 "samples_per_s": 1750.0,
             }
         )
-    base = {
-        "key": hashlib.sha256(base_ident.encode()).hexdigest()[:16],
-        "path": "/x/bases/b",
-        "half": "B",
-        "seed": seed,
-        "test_acc": base_value,
-        "val_acc": base_value,
-        "test_acc_best_k": base_value,
-        "trained_now": False,
+
+    def base_summary(half: str, rising: bool) -> dict:
+        ident = base_ident + half
+        summary = {
+            "key": hashlib.sha256(ident.encode()).hexdigest()[:16],
+            "path": f"/x/bases/{half}",
+            "half": half,
+            "seed": seed,
+            "test_acc": base_value,
+            "val_acc": base_value,
+            "trained_now": False,
+        }
+        if old:
+            return {**summary, "test_acc_best_k": base_value}
+        return {
+            **summary,
+            "init_seed": 1000 + seed + (0 if half == "B" else 500),
+            "epochs": epochs,
+            "best_epoch": epochs if rising else max(1, epochs - 1),
+            "stopped": "fixed",
+            "still_rising": rising,
+            "test_acc_best_val_k": base_value,
+        }
+
+    base_b = base_summary("B", base_still_rising)
+    base_a = base_summary("A", base_a_still_rising)
+    metrics = {
+        "val_acc": value,  # the last epoch's, as the history says
+        "val_loss": 0.1,
+        "test_acc": value,
+        "test_loss": 0.1,
+        "best_val_acc": value,
+        "best_k": min(epochs, 10),
     }
+    metrics["test_acc_best_k" if old else "test_acc_best_val_k"] = value
     record = {
         "version": version,
         "run_id": hashlib.sha256(ident.encode()).hexdigest()[:16],
@@ -100,15 +132,7 @@ def fake_record(
         "stopped_epoch": None,
         "config": config,
         "plan": {"strategy": strategy, "groups": groups, "phases": [], "version": 1},
-        "metrics": {
-            "val_acc": value,
-            "val_loss": 0.1,
-            "test_acc": value,
-            "test_loss": 0.1,
-            "best_val_acc": value,
-            "test_acc_best_k": value,
-            "best_k": epochs,
-        },
+        "metrics": metrics,
         "history": history,
         "data": {"name": data, "train": 1750, "val": 250, "test": 500},
         "timing": {
@@ -123,6 +147,8 @@ def fake_record(
         "checkpoint": None,
         "warnings": [],
     }
+    if not old:
+        record["init_seed"] = 2000 + seed
     if treatment is not None:
         record["transfer"] = {
             "treatment": treatment,
@@ -133,8 +159,8 @@ def fake_record(
             "split_seed": split_seed,
             "b_domain": b_domain,
             "seed": seed,
-            "base": base,
-            "baseB": base,
+            "base": {"BnB": base_b, "BnB+": base_b, "AnB": base_a, "AnB+": base_a}.get(treatment),
+            "baseB": base_b,
             "bases_trained_by_this_job": 0,
         }
     return record

@@ -39,8 +39,12 @@ def mixed(tmp_path):
     (root / "garbage" / "result.json").write_text("{not json")
     (root / "list").mkdir()
     (root / "list" / "result.json").write_text("[1, 2]")
-    (root / "orphan" / ".hydra").mkdir(parents=True)  # a job that died before writing its record
+    (root / "orphan" / ".hydra").mkdir(parents=True)  # a job that started a run and died before its record
     (root / "orphan" / ".hydra" / "config.yaml").write_text("experiment_name: fake\ndata: {name: mnist5k}\n")
+    (root / "orphan" / "started.json").write_text(json.dumps({"run_id": "dead0000", "experiment": "fake"}))
+    (root / "phantom" / ".hydra").mkdir(parents=True)  # a config error that exited 2: Hydra's folder, no run
+    (root / "phantom" / ".hydra" / "config.yaml").write_text("experiment_name: fake\n")
+    (root / "phantom" / "train.log").write_text("error: lr.lo=1 > lr.hi=0.1\n")
     write_record(root / ".tmp-base", fake_record())  # hidden: a base still being built, not a run
     return root
 
@@ -68,6 +72,8 @@ def test_every_run_is_kept_and_marked(mixed):
     )
     assert runs.loc["list", "status"] == "unreadable" and "not an object" in runs.loc["list", "problem"]
     assert runs.loc["orphan", "status"] == "no_record" and runs.loc["orphan", "experiment"] == "fake"
+    assert "was killed, or is still running" in runs.loc["orphan", "problem"]
+    assert "phantom" not in runs.index  # neither a record nor started.json: not a run at all
     # a NaN metric is not a load problem (the run finished); tables leave it out and say why
     assert runs.loc["nan", "status"] == "ok" and math.isnan(runs.loc["nan", "metrics.test_acc"])
 
@@ -93,7 +99,11 @@ def test_flattened_columns(tmp_path):
     assert row["transfer.split_seed"] == 3 and row["seed"] == 1 and row["lr"] == 0.02
     assert row["data"] == "mnist5k" and row["model"] == "convnet" and row["strategy"] == "freeze_to"
     assert row["config.model.channels"] == "[32, 64, 64]" and row["config.split.seed"] == 3
-    assert row["metrics.test_acc_best_k"] == 0.9 and row["transfer.baseB.test_acc_best_k"] == 0.9
+    assert row["metrics.test_acc_best_val_k"] == 0.9 and row["transfer.baseB.test_acc_best_val_k"] == 0.9
+    assert row["init_seed"] == 2001 and row["transfer.baseB.init_seed"] == 1001 and pd.isna(row["derived"])
+    assert row["transfer.baseB.still_rising"] == False and row["transfer.base.half"] == "A"  # noqa: E712
+    assert row["transfer.baseB.stopped"] == "fixed" and row["transfer.baseB.best_epoch"] == 2
+    assert not [c for c in load_runs(sweep).columns if "test_acc_best_k" in c]  # the new schema has none
     assert isinstance(row["timing.started"], pd.Timestamp) and row["epochs"] == 3
     assert row["sweep"] == str(sweep.resolve()) and row["folder"] == str((sweep / "0_AnB_n2").resolve())
 
@@ -242,3 +252,45 @@ def test_only_a_reused_copy_is_kept_when_the_original_is_not_loaded(tmp_path):
     write_record(tmp_path / "sweep2" / "0", {**done, "reused": {"from": "/elsewhere/0"}})
     runs = load_runs(tmp_path / "sweep2")
     assert len(runs) == 1 and runs.loc[0, "reused_from"] == "/elsewhere/0" and runs.loc[0, "status"] == "ok"
+
+
+def test_a_folder_with_neither_record_nor_started_note_is_not_a_run(tmp_path):
+    for name in ("config_error", "lr_find"):  # what a job that exits 2, or an lr_find, leaves behind
+        (tmp_path / "runs" / name / ".hydra").mkdir(parents=True)
+        (tmp_path / "runs" / name / ".hydra" / "config.yaml").write_text("experiment_name: x\n")
+    with pytest.raises(NoRunsError, match="no result.json below"):
+        load_runs(tmp_path / "runs")
+    write_record(tmp_path / "runs" / "ok", fake_record())
+    assert list(load_runs(tmp_path / "runs")["folder"].map(os.path.basename)) == ["ok"]
+    assert load_history(tmp_path / "runs")["folder"].nunique() == 1
+
+
+@pytest.mark.parametrize(
+    ("lr", "strategy", "expected"),
+    [
+        (0.02, {"name": "never"}, (0.02, 0.02, 0.02)),
+        ({"hi": 1e-3}, {"name": "never"}, (1e-3, 1e-4, 1e-3)),  # fastai's slice(hi): the rest at hi/10
+        ({"lo": 1e-5, "hi": 1e-3}, {"name": "never"}, (1e-3, 1e-5, 1e-3)),
+        ([1e-4, 2e-4, 1e-3], {"name": "never"}, (1e-3, 1e-4, 1e-3)),  # one rate per group: first and last
+        (0.02, {"name": "full_unfreeze", "base_lr": 2e-3}, (2e-3, 2e-3, 2e-3)),  # the strategy's own rate
+        (0.02, {"name": "freeze_to", "lr": {"lo": 1e-4, "hi": 1e-2}}, (1e-2, 1e-4, 1e-2)),
+    ],
+)
+def test_lr_columns_keep_the_slice(tmp_path, lr, strategy, expected):
+    rec = fake_record()
+    rec["config"]["lr"], rec["config"]["strategy"] = lr, strategy
+    write_record(tmp_path / "r", rec)
+    row = load_runs(tmp_path).iloc[0]
+    assert (row["lr"], row["lr_lo"], row["lr_hi"]) == pytest.approx(expected)
+
+
+def test_a_slice_can_be_queried(tmp_path):
+    for i, lr in enumerate([{"lo": 1e-5, "hi": 1e-3}, {"lo": 1e-4, "hi": 1e-3}, 1e-3]):
+        rec = fake_record(seed=i)
+        rec["config"]["lr"] = lr
+        rec["config"]["strategy"] = {"name": "never"}
+        write_record(tmp_path / f"r{i}", rec)
+    runs = load_runs(tmp_path)
+    assert runs["lr"].tolist() == [1e-3] * 3  # one number cannot tell these three apart
+    hit = runs.query("lr_lo == 1e-5 and lr_hi == 1e-3")
+    assert list(hit["folder"].map(os.path.basename)) == ["r0"]

@@ -51,12 +51,14 @@ def outputs(nb) -> tuple[str, int]:
 
 def test_transferability_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     root = build_runs(tmp_path_factory)
-    nb = execute(
-        "transferability", {"FREEZELAB_RESULTS": root, "FREEZELAB_METRIC": "test_acc"}, monkeypatch, tmp_path
-    )
+    monkeypatch.delenv("FREEZELAB_METRIC", raising=False)  # the notebook's own default metric
+    nb = execute("transferability", {"FREEZELAB_RESULTS": root}, monkeypatch, tmp_path)
     text, images = outputs(nb)
     assert "used 30 of 32 runs" in text  # the treatments, with the two left out
-    assert "F9" in text and "AnB+" in text
+    assert "metric: metrics.test_acc_best_val_k" in text  # never selected on the test set
+    assert "F9" in text and "AnB+" in text and " U " in text  # the findings, the bases check first
+    assert "±" in text  # ci_table: the paper's view, mean ± CI
+    assert "bases trained to convergence? " in text  # the bases check says what it found, either way
     assert images == 3  # the figure, its relative version, the learning curves
 
 
@@ -89,5 +91,6 @@ def test_search_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     text, images = outputs(nb)
     assert "6 trials of study 'finetune_lr'" in text and "pruned:" in text
     assert images == 2  # optimization history, importances
+    assert "WARNING: parameter importances from only" in text  # 6 trials: fewer than 10 complete
     assert "COMPLETE" in text and "params.strategy.base_lr" in text  # the trials and the best ones
-    assert "metrics.val_acc" in text  # the trials' own runs (result.json records)
+    assert "metrics.val_acc" in text and "lr_lo" in text  # the trials' own runs (result.json records)

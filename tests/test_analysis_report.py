@@ -79,6 +79,12 @@ def build_runs(tmp_path_factory) -> Path:
         "  name: random_half\n  seed: 0\ntransfer:\n  treatment: AnB\n  n: 2\n"
         "  cache_dir: ${paths.output_root}/bases\n"
     )
+    started = {"run_id": "d1ed0000d1ed0000", "experiment": "transferability_quick", "started": "x", "pid": 1}
+    (root / "grid" / "died" / "started.json").write_text(json.dumps(started))  # the job began its run
+    (root / "grid" / "phantom" / ".hydra").mkdir(parents=True)  # a config error that exited 2: no run began
+    (root / "grid" / "phantom" / ".hydra" / "config.yaml").write_text(
+        "experiment_name: transferability_quick\n"
+    )
     _BUILT["root"] = root
     return root
 
@@ -136,6 +142,11 @@ def test_report_says_what_it_used_and_left_out(report):
     assert "used 6 of 7 runs; left out: 1 failed" in md
     assert "NumericalError: loss is nan" in md
     assert "## Provenance" in md and "split seeds: [0, 1]" in md
+    assert "phantom" not in md  # a folder with neither a record nor started.json is not a run
+    assert "Metric: `metrics.test_acc_best_val_k`" in md and "test_acc_best_k" not in md
+    assert "| U |" in md.split("| F1 |")[0]  # the bases check comes first
+    assert "| treatment | n = 0 | n = 1 | n = 2 | n = 3 |" in md  # the paper's view: treatment x n, mean ± CI
+    assert "±" in md
     findings = (report / "tables").glob("transfer_findings_transferability*.csv")
     holds = set().union(*(set(__import__("pandas").read_csv(f)["holds"]) for f in findings))
     assert holds <= {"yes", "no", "inconclusive", "not measured"}
@@ -261,3 +272,21 @@ def test_a_report_that_fails_midway_leaves_the_earlier_one_whole(tmp_path, monke
     assert sorted(p.relative_to(first) for p in first.rglob("*")) == before
     assert (first / "report.md").read_text() == text
     assert not [p for p in (tmp_path / "runs").iterdir() if p.name.startswith(".report")]  # no half report
+
+
+def test_undertrained_bases_are_the_first_thing_a_report_says(tmp_path):
+    def value(t, n, s):  # BnB+ 3 points above a baseB that was still rising when it stopped
+        return 0.93 + 0.002 * s if t == "BnB+" else 0.90 + 0.002 * s
+
+    write_grid(tmp_path / "g", value, base_value=lambda s: 0.90 + 0.001 * s, base_still_rising=True)
+    md = (write_report(tmp_path / "g", tmp_path / "rep") / "report.md").read_text()
+    top = md.split("## Runs found")[0]
+    assert "**Warning: undertrained bases: 3 base(s) still rising at their end" in top
+    assert "BnB+ above baseB beyond its CI at n = 1, 2, 3, 4" in top
+    assert "best validation accuracy at epoch 3 of 3" in top  # each base listed
+    findings = next((tmp_path / "rep" / "tables").glob("transfer_findings_fake*.csv")).read_text()
+    assert "undertrained bases" in findings
+
+    write_grid(tmp_path / "fine", lambda t, n, s: 0.9 + 0.002 * s, experiment="fine")
+    md = (write_report(tmp_path / "fine", tmp_path / "rep2") / "report.md").read_text()
+    assert "Warning: undertrained" not in md and "| U | Bases trained to convergence" in md

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import warnings
 
 import numpy as np
 import optuna
@@ -143,3 +144,18 @@ def test_search_figures_render(sweep, tmp_path):
     )
     for p in (*paths.values(), *paths2.values()):
         assert p.stat().st_size > 5000
+
+
+def test_importances_warn_with_few_complete_trials(sweep):
+    trials = load_trials(sweep[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 14 complete trials: no warning
+        enough = importances(trials)
+    assert enough.attrs["complete_trials"] == 14 and "warning" not in enough.attrs
+    few = _keep_attrs(trials[trials["number"] < 8], trials)  # 5 complete, 2 pruned, 1 failed
+    with pytest.warns(UserWarning, match="only 5 complete trials"):
+        imp = importances(few)
+    assert "mostly noise" in imp.attrs["warning"] and imp.sum() == pytest.approx(1.0)  # still computed
+    fig = figures.param_importances(imp)
+    assert "UNRELIABLE: only 5 complete trials" in fig.axes[0].get_title(loc="left")
+    assert "UNRELIABLE" not in figures.param_importances(enough).axes[0].get_title(loc="left")
