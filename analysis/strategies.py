@@ -12,7 +12,7 @@ import pandas as pd
 from analysis.selection import Selection, select
 from analysis.stats import t_interval
 
-VARY = ("seed", "strategy.*", "lr", "init.*")
+VARY = ("seed", "init_seed", "strategy.*", "lr", "init.*")
 
 
 def strategy_runs(runs: pd.DataFrame, metric: str = "metrics.test_acc") -> Selection:

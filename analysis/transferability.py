@@ -29,10 +29,10 @@ ORDER = ("baseB", *N_TREATMENTS, "warm", "scratch")
 # strategy, init and half are what the treatment was rewritten into, so they vary with it too.
 VARY = (
     "seed",
+    "init_seed",  # each network of a replicate draws its own (harness/transfer/plan.py)
     "split.seed",
     "transfer.treatment",
     "transfer.n",
-    "transfer.rewritten",
     "transfer.cache_dir",
     "strategy.*",
     "init.*",

@@ -194,6 +194,8 @@ def trial_numbers_in(log: str) -> set[int]:
 # pruning from the second finished trial on, checkpoints on (more files written side by side).
 TRANSFER_TINY = [
     "epochs=3",
+    "transfer.base_epochs=null",  # a fixed budget, not the convergence rule
+    "transfer.epochs=null",
     "transfer.n=range(1,4)",
     "search.pruner.n_startup_trials=2",
     "search.pruner.n_warmup_steps=1",

@@ -122,6 +122,8 @@ def test_two_parallel_jobs_share_one_base_training(tmp_path):
         "transfer.treatment=AnB,BnB",
         "transfer.n=1",
         "epochs=2",
+        "transfer.base_epochs=null",
+        "transfer.epochs=null",
         "threads=1",
         "progress=false",
         f"paths.output_root={out}",
