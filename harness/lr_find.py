@@ -187,11 +187,13 @@ def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from harness.assemble import assemble_run
+    from harness.config.schema import check_config
     from harness.runner import prepare
 
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         # The network exactly as `python -m harness.train <same overrides>` would train it.
+        check_config(cfg)  # every key, before prepare trains any base a treatment needs
         run_cfg, _ = prepare(cfg)
         run = assemble_run(run_cfg)
         plan = run.plan
@@ -224,4 +226,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harness.config.cli import run_entry_point
+
+    run_entry_point(main)
