@@ -384,7 +384,7 @@ KEYS = [
     (["logger=wandb", "+logger.entity=me"], "logger.entity is not a key of logger 'wandb'"),
     (["+logger.mode=offline"], "logger.mode is not a key of logger 'none' (mode belongs to logger=wandb)"),
     # transfer: a treatment's keys, before any of its bases trains
-    (TREATMENT + ["transfer.n=abc"], "transfer.n='abc' must be an integer >= 1"),
+    (TREATMENT + ["transfer.n=abc"], "transfer.n='abc' must be an integer"),
     (TREATMENT + ["transfer.base_epochs=0"], "transfer.base_epochs=0 must be an integer >= 1"),
     (TREATMENT + ["transfer.base_seed=-1"], "transfer.base_seed=-1 must be an integer >= 0"),
     (TREATMENT + ["transfer.plus_lr=-1"], "transfer.plus_lr=-1 must be a number > 0"),

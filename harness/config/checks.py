@@ -97,14 +97,6 @@ def list_of(value: Any, where: str, item, *, length: int | None = None, what: st
     return [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
-def integer_list(value: Any, where: str, *, low: int = 1, example: str = "[32, 64]") -> list[int]:
-    if value is None:
-        return []
-    if not isinstance(value, list | tuple) or not all(_is_int(v) and v >= low for v in value):
-        raise ConfigError(f"{where}={value!r} must be a list of integers >= {low} (e.g. {example})")
-    return list(value)
-
-
 def folder(value: Any, where: str, *, needed_for: str = "") -> Path:
     """A folder that exists (``~`` expanded)."""
     if not value:

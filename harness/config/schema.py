@@ -412,7 +412,7 @@ LOGGER = Section(
 
 # transfer: the keys of a treatment (harness/transfer/plan.py reads them); none of them without one.
 _TREATMENT = {
-    "n": integer(low=1),  # <= the model's layers - 1: harness/transfer/plan.py
+    "n": integer(),  # 1 .. the model's layers - 1 (the range given): harness/transfer/plan.py
     "epochs": nullable(integer(low=1)),
     "base_epochs": nullable(integer(low=1)),
     "base_seed": nullable(integer(low=0)),
@@ -490,7 +490,8 @@ def check_config(cfg: Any, *, strict: bool = True) -> None:
 
     ``strict=False`` checks the values only: a config the harness generated (a base's, a treatment's) may leave
     keys to their defaults."""
-    CONFIG.check(plain(cfg), unknown=strict, missing=strict)
+    owned = tuple(k for k, spec in CONFIG.keys.items() if spec is OWNED)
+    CONFIG.check(plain(cfg, skip=owned), unknown=strict, missing=strict)
 
 
 def check_values(section: str, values: Any, *, unknown: bool = False, missing: bool = False) -> dict:
@@ -517,14 +518,14 @@ def unknown_key(full_key: str, parent: Any) -> str | None:
     return section.unknown(key, choice)
 
 
-def plain(cfg: Any) -> Any:
+def plain(cfg: Any, *, skip: tuple[str, ...] = ()) -> Any:
     """``cfg`` as plain data with its interpolations resolved; a value that cannot be resolved is a ConfigError
-    naming its key. Sections owned elsewhere (hydra, search) are left as they are."""
+    naming its key. The keys in ``skip`` (sections owned elsewhere) are left unread."""
     if not isinstance(cfg, Mapping | DictConfig):
         return cfg
     out = {}
     for key in cfg:
-        if CONFIG.keys.get(key) is OWNED:
+        if key in skip:
             out[key] = None
             continue
         try:
