@@ -56,7 +56,7 @@ def parallel_jobs() -> int:
 
 def set_threads(threads) -> int:
     """Torch's intra-op threads: given, or the cores shared fairly among parallel jobs (no oversubscription)."""
-    if threads is None or schema.threads(threads, "threads") == "auto":
+    if threads is None or threads == "auto":  # any other value passed the schema (assemble_run)
         threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // parallel_jobs()))
     torch.set_num_threads(threads)
     return threads

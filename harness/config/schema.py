@@ -103,10 +103,18 @@ def device(value: Any, where: str) -> str:
     return value
 
 
-def threads(value: Any, where: str) -> Any:
-    if value != "auto" and (not checks._is_int(value) or value < 1):
-        raise ConfigError(f"{where}={value!r} must be an integer >= 1 or auto")
-    return value
+def auto_or(check: Check) -> Check:
+    """``check``, or the word auto (the code then decides)."""
+
+    def auto_or_check(value: Any, where: str) -> Any:
+        if value == "auto":
+            return value
+        try:
+            return check(value, where)
+        except ConfigError as e:
+            raise ConfigError(f"{e} or auto") from None
+
+    return auto_or_check
 
 
 def precision(value: Any, where: str) -> str:
@@ -450,7 +458,7 @@ CONFIG = Section(
         "best_k": integer(low=1),
         "device": device,
         "deterministic": boolean,
-        "threads": threads,
+        "threads": auto_or(integer(low=1)),  # auto: the cores shared among the parallel jobs of a sweep
         "progress": boolean,
         "speed": Section("speed", {"precision": precision, "channels_last": boolean, "compile": boolean}),
         "prefix_cache": boolean,
