@@ -14,17 +14,15 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from harness.config import checks
+from harness.config import schema
 from harness.data import DataBundle, load_data
-from harness.engine import checkpoint, optim
+from harness.engine import checkpoint
 from harness.engine.early_stop import EarlyStop
 from harness.engine.loop import Run
 from harness.errors import ConfigError
 from harness.models import GroupedModel, build_model
 from harness.plan.freezing import split_group_params
 from harness.plan.strategies import compile_plan
-
-PRECISIONS = ("32", "bf16")
 
 
 def seed_everything(seed: int) -> None:
@@ -34,10 +32,9 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    name = schema.device(name, "device")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(name, str):
-        raise ConfigError(f"device={name!r} is not a device; use auto, cpu or cuda[:N]")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but CUDA is not available here; use device=auto or device=cpu")
     try:
@@ -60,10 +57,8 @@ def parallel_jobs() -> int:
 
 def set_threads(threads) -> int:
     """Torch's intra-op threads: given, or the cores shared fairly among parallel jobs (no oversubscription)."""
-    if threads is None or threads == "auto":
+    if threads is None or threads == "auto":  # any other value passed the schema (assemble_run)
         threads = int(os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // parallel_jobs()))
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ConfigError(f"threads={threads!r} must be a positive integer or auto")
     torch.set_num_threads(threads)
     return threads
 
@@ -71,7 +66,7 @@ def set_threads(threads) -> int:
 def set_determinism(deterministic: bool) -> None:
     """``deterministic=true`` (Lightning's flag of that name): only deterministic kernels, on GPU too. Set for
     every run, as the settings are process-wide and one process may run several jobs of a sweep."""
-    checks.boolean(deterministic, "deterministic")
+    schema.boolean(deterministic, "deterministic")
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before its first call
     torch.use_deterministic_algorithms(deterministic)
@@ -99,13 +94,14 @@ def load_init(model: GroupedModel, init_cfg, *, load: bool = True) -> None:
 
 
 def early_stop_of(section) -> EarlyStop | None:
-    """``early_stopping``: none (patience null), or stop on a validation plateau after ``reductions`` lr cuts."""
+    """``early_stopping`` (checked by the schema): none (patience null), or stop on a validation plateau after
+    ``reductions`` lr cuts."""
     if section.get("patience") is None:
         return None
     return EarlyStop(
-        checks.integer(section.get("patience"), "early_stopping.patience", low=1),
-        reductions=checks.integer(section.get("reductions", 0), "early_stopping.reductions", low=0),
-        factor=checks.number(section.get("factor", 0.1), "early_stopping.factor", above=0.0, below=1.0),
+        int(section["patience"]),
+        reductions=int(section.get("reductions", 0)),
+        factor=float(section.get("factor", 0.1)),
     )
 
 
@@ -115,15 +111,13 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     ``load_weights=False`` checks ``init`` without reading its checkpoint: the transfer experiment checks a
     treatment this way before its base exists.
     """
-    seed = checks.integer(cfg.get("seed"), "seed", low=0)
+    # Every value the config has (keys a generated config lacks are left to their defaults); what needs the
+    # data, the model or the machine is checked below as each is built.
+    schema.check_config(cfg, strict=False)
+    seed = int(cfg.seed)
     # The seed of this network's fresh weights and batch order: the transfer experiment draws one per network.
-    init_seed = (
-        seed if cfg.get("init_seed") is None else checks.integer(cfg.get("init_seed"), "init_seed", low=0)
-    )
-    checks.integer(cfg.get("batch_size"), "batch_size", low=1)
-    checks.integer(cfg.get("best_k", 3), "best_k", low=1)
+    init_seed = seed if cfg.get("init_seed") is None else int(cfg.init_seed)
     early_stop = early_stop_of(cfg.get("early_stopping") or {})
-    optim.check(cfg.optim)
     device = resolve_device(cfg.device)
     set_threads(cfg.get("threads"))
     set_determinism(cfg.get("deterministic", False))
@@ -135,8 +129,6 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
     speed = cfg.get("speed") or {}
     precision = str(speed.get("precision", "32"))
-    if precision not in PRECISIONS:
-        raise ConfigError(f"speed.precision={speed.get('precision')!r}; choose 32 or bf16")
     channels_last = bool(speed.get("channels_last", False))
     model.net.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     return Run(

@@ -368,8 +368,10 @@ def find(cfg: DictConfig, output_dir: str | Path) -> LrFindResult:
     The options are checked first, then the run is prepared as training prepares it (a transfer treatment's
     bases are fetched or trained) and assembled (every other check)."""
     from harness.assemble import assemble_run
+    from harness.config.schema import check_config
     from harness.runner import prepare
 
+    check_config(cfg)  # every key, before prepare trains any base a treatment needs
     section = cfg.get("lr_find")
     options = check_options(OmegaConf.to_container(section, resolve=True) if section is not None else None)
     run_cfg, _ = prepare(cfg)
@@ -397,4 +399,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from harness.config.cli import run_entry_point
+
+    run_entry_point(main)

@@ -16,7 +16,9 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from harness import record
+from harness.config.cli import run_entry_point
 from harness.config.compose import CONF_DIR as CONF_PATH
+from harness.config.schema import check_config
 from harness.console import percent
 from harness.errors import ConfigError
 from harness.runner import prepare, run_job
@@ -29,8 +31,10 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Train one run as ``cfg`` says, write ``output_dir/result.json`` and return the record.
 
     A transferability treatment (``transfer.treatment``) becomes the ordinary run it is once its bases exist
-    (:func:`harness.runner.prepare`); its record gets a ``transfer`` section.
+    (:func:`harness.runner.prepare`); its record gets a ``transfer`` section. Every key of ``cfg`` is checked
+    first (:mod:`harness.config.schema`), so bad input fails before anything trains, a base included.
     """
+    check_config(cfg)
     run_cfg, extra = prepare(cfg)
     return run_job(run_cfg, output_dir, extra)
 
@@ -91,4 +95,4 @@ if __name__ == "__main__":
     # submitit) pickle it, and a function of __main__ is pickled by value with all of torch behind it.
     from harness.train import main as importable_main
 
-    importable_main()
+    run_entry_point(importable_main)

@@ -438,7 +438,8 @@ def test_batches_dataset_order_and_coverage(tmp_path):
 
 def test_unknown_dataset_lists_the_allowed_names():
     with pytest.raises(
-        ConfigError, match="data.name='imagenet' is unknown; allowed: mnist5k, digits, .*synthetic"
+        ConfigError,
+        match="data.name='imagenet' is not a dataset.*; choose one of: mnist5k, digits, .*synthetic",
     ):
         load_data({"name": "imagenet"})
 
@@ -450,9 +451,9 @@ def test_half_needs_a_split_with_halves():
         load_data(conf("data", "synthetic"), None, "B")
     with pytest.raises(ConfigError, match="half='C' is not allowed"):
         load_data(conf("data", "synthetic"), conf("split", "random_half"), "C")
-    with pytest.raises(ConfigError, match="split.name='nope' is unknown"):
+    with pytest.raises(ConfigError, match="split.name='nope' is not a split"):
         load_data(conf("data", "synthetic"), {"name": "nope"}, "A")
-    with pytest.raises(ConfigError, match="split.b_domain='mirror' is unknown"):
+    with pytest.raises(ConfigError, match="split.b_domain='mirror' is not a transform of half B"):
         load_data(conf("data", "synthetic"), conf("split", "random_half", b_domain="mirror"), "B")
     with pytest.raises(ConfigError, match="split.A: class 'cat' does not exist; valid classes: pattern0"):
         load_data(conf("data", "synthetic"), conf("split", "classes", A=["cat"]), "A")

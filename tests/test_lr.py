@@ -43,10 +43,10 @@ def test_list_is_taken_as_given_and_must_match_group_count():
     "bad, message",
     [
         ({"lo": 1e-2, "hi": 1e-3}, "lo=0.01 is greater than hi=0.001"),
-        ({"lo": -1e-5, "hi": 1e-3}, "lr.lo=-1e-05 must be > 0"),
-        ({"hi": 0}, "lr.hi=0 must be > 0"),
-        (-1.0, "lr=-1.0 must be > 0"),
-        ("fast", "not a number"),
+        ({"lo": -1e-5, "hi": 1e-3}, "lr.lo=-1e-05 must be a number > 0"),
+        ({"hi": 0}, "lr.hi=0 must be a number > 0"),
+        (-1.0, "lr=-1.0 must be a number > 0"),
+        ("fast", "lr='fast' must be a number"),
         ({"low": 1e-3}, "must be a number"),
     ],
 )

@@ -287,7 +287,7 @@ def test_reinitialize_resets_weights_and_norm_statistics():
 
 
 def test_unknown_model_name_lists_allowed_names():
-    with pytest.raises(ConfigError, match=r"model\.name 'vgg'.*convnet.*resnet18") as err:
+    with pytest.raises(ConfigError, match=r"model\.name='vgg'.*convnet.*resnet18") as err:
         build_model({"name": "vgg"}, num_classes=2, in_channels=1, image_size=8)
     assert "\n" not in str(err.value)
 
@@ -298,7 +298,7 @@ def test_unknown_key_is_named():
 
 
 def test_resnet_split_must_be_known():
-    with pytest.raises(ConfigError, match=r"model\.split 'fastai4'.*groups6, fastai3"):
+    with pytest.raises(ConfigError, match=r"model\.split='fastai4'.*groups6, fastai3"):
         build("resnet18", "split=fastai4")
 
 

@@ -66,8 +66,8 @@ def test_step_decay_is_the_papers():
     "bad, message",
     [
         ({"name": "cosine"}, "schedule.name='cosine' is not a schedule"),
-        ({"name": "one_cycle", "pct_start": 0}, "pct_start=0 must be in"),
-        ({"name": "step", "step_size": 0, "gamma": 0.1}, "step_size=0 must be >= 1"),
+        ({"name": "one_cycle", "pct_start": 0}, "pct_start=0 must be a number > 0 and <= 1"),
+        ({"name": "step", "step_size": 0, "gamma": 0.1}, "step_size=0 must be an integer >= 1"),
     ],
 )
 def test_bad_schedule(bad, message):

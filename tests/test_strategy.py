@@ -86,7 +86,7 @@ def test_surgical_keeps_model_order_and_rejects_unknown_groups():
         ("never", {"lr": [1e-3, 1e-3]}, "lists 2 learning rates but the model has 3"),
         ("never", {"epochs": 0}, "strategy.epochs=0 must be an integer >= 1"),
         ("never", {"optimizer_state": "drop"}, "optimizer_state='drop'"),
-        ("full_unfreeze", {"base_lr": -1}, "base_lr=-1 must be > 0"),
+        ("full_unfreeze", {"base_lr": -1}, "base_lr=-1 must be a number > 0"),
     ],
 )
 def test_bad_strategy_input(name, over, message):

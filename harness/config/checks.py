@@ -69,23 +69,32 @@ def boolean(value: Any, where: str) -> bool:
 def one_of(value: Any, where: str, choices: Iterable[Any], *, what: str = "") -> Any:
     """``value`` if it is one of ``choices``, else the closest choice is suggested."""
     choices = list(choices)
-    if value not in choices:
+    # Of the same type too: true is not 1, and 1.0 is not the integer 1 a count needs.
+    if not any(value == c and type(value) is type(c) for c in choices):
         hint = closest(value, [c for c in choices if isinstance(c, str)])
         shown = ", ".join("null" if c is None else str(c) for c in choices)
         raise ConfigError(
             f"{where}={value!r} is not {what or 'allowed'}"
-            + (f"; did you mean {hint}?" if hint else "")
-            + f" Choose one of: {shown}"
+            + (f" (did you mean {hint}?)" if hint else "")
+            + f"; choose one of: {shown}"
         )
     return value
 
 
-def integer_list(value: Any, where: str, *, low: int = 1, example: str = "[32, 64]") -> list[int]:
-    if value is None:
-        return []
-    if not isinstance(value, list | tuple) or not all(_is_int(v) and v >= low for v in value):
-        raise ConfigError(f"{where} must be a list of integers >= {low} (e.g. {example}), got {value}")
-    return list(value)
+def text(value: Any, where: str) -> str:
+    """A non-empty string. A number is not one: ``experiment_name=2024`` must be quoted."""
+    if not isinstance(value, str) or not value:
+        quote = f" (quote it: {where}='{value}')" if _is_number(value) else ""
+        raise ConfigError(f"{where}={value!r} must be a non-empty string{quote}")
+    return value
+
+
+def list_of(value: Any, where: str, item, *, length: int | None = None, what: str = "values") -> list:
+    """A list (``length`` long when given) whose every item passes ``item(value, where)``."""
+    if not isinstance(value, list | tuple) or (length is not None and len(value) != length):
+        size = f"{length} " if length is not None else ""
+        raise ConfigError(f"{where}={value!r} must be a list of {size}{what}")
+    return [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
 def folder(value: Any, where: str, *, needed_for: str = "") -> Path:

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from harness.config import checks
 from harness.config.checks import one_line
 from harness.data.raw import RawDataset, data_root
 from harness.errors import ConfigError
@@ -53,7 +52,7 @@ def load_cifar(cfg: Any) -> RawDataset:
     layout = _CIFAR[name]
     root = data_root(cfg)
     folder = root / layout.folder
-    if not folder.is_dir() and checks.boolean(cfg.get("download", False), "data.download"):
+    if not folder.is_dir() and cfg.get("download", False):
         _download_cifar(name, layout, root)
     if not folder.is_dir():
         raise ConfigError(

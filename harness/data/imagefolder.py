@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from harness.config import checks
 from harness.config.checks import one_line
 from harness.data import splits
 from harness.data.raw import RawDataset, data_root
@@ -26,12 +25,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 # Image folders: one subfolder per class (torchvision ImageFolder semantics).
 def load_imagefolder(cfg: Any) -> RawDataset:
+    # The values were checked with the rest of the data section (harness/config/schema.py).
     root = data_root(cfg)
-    image_size = checks.integer(cfg.get("image_size", 32), "data.image_size", low=1)
-    channels = checks.integer(cfg.get("channels", 3), "data.channels", low=1)
-    if channels not in (1, 3):
-        raise ConfigError(f"data.channels={channels} is not allowed; allowed: 1 (grey), 3 (RGB)")
-    max_in_memory = checks.integer(cfg.get("max_in_memory", 20000), "data.max_in_memory", low=0)
+    image_size, channels = cfg.get("image_size", 32), cfg.get("channels", 3)
+    max_in_memory = cfg.get("max_in_memory", 20000)
     return _read_imagefolder(str(root.resolve()), image_size, channels, max_in_memory)
 
 

@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.config import checks
+from harness.config import checks, schema
 from harness.data import splits
 from harness.data.imagefolder import ImageFiles, read_image
 from harness.data.parts import DataBundle, Part, TensorPart
 from harness.data.raw import RawDataset
-from harness.data.sources import DATASETS, LOADERS
+from harness.data.sources import LOADERS
 from harness.errors import ConfigError
 
 # How many train images estimate the normalisation of an image folder read lazily from disk.
@@ -33,11 +33,9 @@ _STATS_SAMPLE = 1024
 
 def load_data(data_cfg: Any, split_cfg: Any = None, half: str | None = None) -> DataBundle:
     """Load ``data_cfg`` (the ``data`` group), restricted to ``half`` ("A"/"B") of ``split_cfg``'s split."""
-    name = data_cfg.get("name")
-    if name not in LOADERS:
-        raise ConfigError(f"data.name={name!r} is unknown; allowed: {', '.join(DATASETS)}")
-    if half not in (None, "A", "B"):
-        raise ConfigError(f"half={half!r} is not allowed; use None (all classes), 'A' or 'B'")
+    data_cfg = schema.check_values("data", data_cfg)  # every value of the data section, before reading
+    name = data_cfg["name"]
+    checks.one_of(half, "half", (None, "A", "B"))
     if half is not None and splits.split_name(split_cfg) == "all":
         raise ConfigError(
             f"half {half} asked for, but split.name=all has no halves; "
@@ -78,8 +76,8 @@ def load_data(data_cfg: Any, split_cfg: Any = None, half: str | None = None) -> 
 
 
 def _split_settings(cfg: Any, raw: RawDataset) -> tuple[int, float, float | None, float]:
-    seed = checks.integer(cfg.get("seed", 0), "data.seed")
-    val_fraction = checks.number(cfg.get("val_fraction", 0.1), "data.val_fraction", low=0.0, below=1.0)
+    """The checked split settings (the schema checked each; here what they mean together)."""
+    seed, val_fraction = cfg.get("seed", 0), float(cfg.get("val_fraction", 0.1))
     test_fraction = cfg.get("test_fraction", 0.2)
     if test_fraction is None:  # the dataset's own test set
         if raw.official_test is None:
@@ -88,13 +86,13 @@ def _split_settings(cfg: Any, raw: RawDataset) -> tuple[int, float, float | None
                 f"{cfg.get('name')} has none: set a fraction, e.g. data.test_fraction=0.2"
             )
     else:
-        test_fraction = checks.number(cfg.get("test_fraction", 0.2), "data.test_fraction", low=0.0, below=1.0)
+        test_fraction = float(test_fraction)
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(
                 f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} "
                 "leaves no training data; their sum must be below 1"
             )
-    train_fraction = checks.number(cfg.get("train_fraction", 1.0), "data.train_fraction", low=0.0, high=1.0)
+    train_fraction = float(cfg.get("train_fraction", 1.0))
     if train_fraction == 0:
         raise ConfigError("data.train_fraction=0 leaves no training data; allowed: 0 < train_fraction <= 1")
     return seed, val_fraction, test_fraction, train_fraction

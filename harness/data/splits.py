@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.config import checks, schema
+from harness.config.schema import B_DOMAINS  # transforms of half B's images; None keeps them as they are
 from harness.errors import ConfigError
-
-# Transforms of half B's images; None keeps them as they are.
-B_DOMAINS = (None, "invert", "rotate90")
 
 # CIFAR-100 superclass of each fine label (the dataset's published, fixed hierarchy: 20 superclasses of 5).
 # Hard-coded so a split never depends on which metadata a local copy of the dataset happens to carry.
@@ -53,20 +52,14 @@ def split_name(split_cfg: Any) -> str:
     """The split's name, validated against the registry; no split config means ``all``."""
     if split_cfg is None:
         return "all"
-    name = split_cfg.get("name")
-    if name not in _SPLITTERS:
-        raise ConfigError(f"split.name={name!r} is unknown; allowed: {', '.join(sorted(_SPLITTERS))}")
-    return name
+    return schema.check_values("split", split_cfg)["name"]  # the name and every value of the split
 
 
 def b_domain(split_cfg: Any) -> str | None:
     """The validated ``split.b_domain`` (None, ``invert`` or ``rotate90``)."""
     if split_cfg is None:
         return None
-    domain = split_cfg.get("b_domain")
-    if domain not in B_DOMAINS:
-        allowed = ", ".join("null" if d is None else d for d in B_DOMAINS)
-        raise ConfigError(f"split.b_domain={domain!r} is unknown; allowed: {allowed}")
+    domain = schema.check_values("split", split_cfg).get("b_domain")
     if domain is not None and split_name(split_cfg) == "all":
         raise ConfigError(
             f"split.b_domain={domain} needs a half B, but split.name=all has none; "
@@ -81,6 +74,7 @@ def class_halves(split_cfg: Any, classes: Sequence[str]) -> dict[str, list[int]]
     The halves are disjoint and non-empty. Random splits cover every class; explicit ones may leave
     classes out (e.g. a 3-vs-3 experiment on a 10-class dataset).
     """
+    split_cfg = schema.check_values("split", split_cfg)  # plain data, every value checked
     name = split_name(split_cfg)
     b_domain(split_cfg)  # validate it here too, so a bad value fails before any data is touched
     if name == "all":
@@ -98,9 +92,7 @@ def class_halves(split_cfg: Any, classes: Sequence[str]) -> dict[str, list[int]]
 
 def _random_half(split_cfg: Any, classes: list[str]) -> dict[str, list[int]]:
     # A seeded shuffle of the class ids; A takes the first floor(n/2), so with an odd count A is smaller.
-    seed = split_cfg.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise ConfigError(f"split.seed={seed!r} must be an integer")
+    seed = split_cfg.get("seed", 0)  # checked by the schema (split_name)
     order = np.random.default_rng(seed).permutation(len(classes)).tolist()
     half = len(classes) // 2
     return {"A": order[:half], "B": order[half:]}
@@ -119,12 +111,10 @@ def _superclasses(split_cfg: Any, classes: list[str]) -> dict[str, list[int]]:
             + ", ".join(CIFAR100_SUPERCLASSES)
         )
     chosen = list(chosen)
-    for superclass in chosen:
-        if superclass not in CIFAR100_SUPERCLASSES:
-            raise ConfigError(
-                f"split.A_superclasses: {superclass!r} is not a CIFAR-100 superclass; "
-                f"allowed: {', '.join(CIFAR100_SUPERCLASSES)}"
-            )
+    for i, superclass in enumerate(chosen):
+        checks.one_of(
+            superclass, f"split.A_superclasses[{i}]", CIFAR100_SUPERCLASSES, what="a CIFAR-100 superclass"
+        )
     missing = [fine for fines in CIFAR100_SUPERCLASSES.values() for fine in fines if fine not in classes]
     if missing:
         raise ConfigError(
@@ -155,9 +145,7 @@ SPLITS = tuple(_SPLITTERS)
 
 def _class_ids(split_cfg: Any, key: str, classes: list[str]) -> list[int]:
     """Resolve ``split.<key>``: integers are label ids, strings are class names."""
-    items = split_cfg.get(key)
-    if items is None or isinstance(items, str | int):
-        raise ConfigError(f"split.{key} must be a list of class ids or names, got {items!r}")
+    items = schema.class_list(split_cfg.get(key), f"split.{key}")
     ids = []
     for item in items:
         if isinstance(item, int) and not isinstance(item, bool):

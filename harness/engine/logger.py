@@ -10,17 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from harness.config import schema
 from harness.engine.hooks import Hook
-from harness.errors import ConfigError
-
-MODES = ("offline", "online", "disabled")
 
 
 class WandbHook(Hook):
     def __init__(self, logger_cfg: dict, config: dict, run_id: str):
+        logger_cfg = schema.check_values("logger", {"name": "wandb", **logger_cfg})
         mode = logger_cfg.get("mode", "offline")
-        if mode not in MODES:
-            raise ConfigError(f"logger.mode={mode!r}; choose one of: {', '.join(MODES)}")
         self.cfg, self.config, self.run_id, self.mode = logger_cfg, config, run_id, mode
         self.wandb_run = None
         self.reused = False
@@ -88,9 +85,5 @@ class WandbHook(Hook):
 
 
 def build_logger_hooks(logger_cfg, config: dict, run_id: str) -> list[Hook]:
-    name = (logger_cfg or {}).get("name", "none")
-    if name == "none":
-        return []
-    if name == "wandb":
-        return [WandbHook(dict(logger_cfg), config, run_id)]
-    raise ConfigError(f"logger.name={name!r}; choose one of: none, wandb")
+    logger_cfg = schema.check_values("logger", logger_cfg or {"name": "none"})
+    return [WandbHook(logger_cfg, config, run_id)] if logger_cfg["name"] == "wandb" else []

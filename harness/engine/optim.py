@@ -20,25 +20,13 @@ from collections.abc import Mapping
 
 import torch
 
-from harness.config import checks
-from harness.errors import ConfigError
+from harness.config import schema
 from harness.plan.freezing import GroupParams
 
-OPTIMIZERS = ("sgd", "adamw")
 
-
-def check(optim_cfg: Mapping) -> None:
-    """Reject an unknown optimizer before any training (the optimizer itself is built at phase start)."""
-    name = optim_cfg.get("name")
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"optim.name={name!r} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")
-    for key in ("weight_decay", "momentum", "eps"):
-        value = optim_cfg.get(key, 0.0)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"optim.{key}={value!r} must be a number >= 0")
-    if not isinstance(optim_cfg.get("fused", True), bool):
-        raise ConfigError(f"optim.fused={optim_cfg.get('fused')!r} must be true or false")
-    checks.boolean(optim_cfg.get("wd_bn_bias", False), "optim.wd_bn_bias")
+def check(optim_cfg: Mapping) -> dict:
+    """Reject a bad optimizer config before any training (the optimizer itself is built at phase start)."""
+    return schema.check_values("optim", optim_cfg)
 
 
 class _MaskedDecay:
@@ -80,8 +68,8 @@ def build_optimizer(
     parameter whose ``.grad`` is None: that is what keeps them bit-identical and their state untouched,
     and what lets an unfreeze keep the state of params already training (``optimizer_state: keep``).
     """
-    check(optim_cfg)
-    name = optim_cfg.get("name")
+    optim_cfg = check(optim_cfg)
+    name = optim_cfg["name"]
     weight_decay = float(optim_cfg.get("weight_decay", 0.0))
     wd_bn_bias = optim_cfg.get("wd_bn_bias", False)
     groups = [
@@ -108,7 +96,7 @@ def build_optimizer(
             weight_decay=0.0,
             fused=fused,
         )
-    raise ConfigError(f"optim.name={name!r} is not an optimizer; choose one of: {', '.join(OPTIMIZERS)}")
+    raise AssertionError(f"optim.name={name!r} passed the schema but has no builder here")
 
 
 def set_rates(

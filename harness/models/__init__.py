@@ -6,13 +6,12 @@
 - :mod:`~harness.models.weights`: state_dict files matched key by key.
 """
 
-from harness.models.build import ALLOWED_KEYS, BUILDERS, build_model, reinitialize
+from harness.models.build import BUILDERS, build_model, reinitialize
 from harness.models.groups import GroupedModel, LayerGroup, head_layer
 from harness.models.resnet import RESNET_SPLITS
 from harness.models.weights import load_weights
 
 __all__ = [
-    "ALLOWED_KEYS",
     "BUILDERS",
     "RESNET_SPLITS",
     "GroupedModel",

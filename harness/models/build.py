@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from harness.config import schema
 from harness.errors import ConfigError
 from harness.models.convnet import build_convnet
 from harness.models.custom import build_custom
@@ -34,17 +35,8 @@ def build_model(model_cfg, *, num_classes: int, in_channels: int, image_size: in
 
     Groups are ordered input side first, head last. Raises :class:`ConfigError` for any bad config.
     """
-    cfg = _plain(model_cfg)
-    name = cfg.get("name")
-    if name not in BUILDERS:
-        raise ConfigError(f"model.name '{name}' is unknown; allowed: {', '.join(sorted(BUILDERS))}")
-    allowed_keys = ALLOWED_KEYS[name]
-    for key in cfg:
-        if key not in allowed_keys:
-            raise ConfigError(
-                f"model.{key} is not a key of model '{name}'; allowed: {', '.join(sorted(allowed_keys))}"
-            )
-    return BUILDERS[name](cfg, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    cfg = schema.check_values("model", _plain(model_cfg), unknown=True)  # its keys and values, all known
+    return BUILDERS[cfg["name"]](cfg, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
 
 
 def reinitialize(modules: Iterable[nn.Module]) -> None:
@@ -80,13 +72,4 @@ BUILDERS = {
     "resnet34": build_resnet,
     "resnet50": build_resnet,
     "custom": build_custom,
-}
-
-_RESNET_KEYS = {"name", "split", "weights", "groups"}
-ALLOWED_KEYS = {
-    "convnet": {"name", "channels", "kernel_size", "pool", "hidden", "batchnorm", "dropout", "groups"},
-    "resnet18": _RESNET_KEYS,
-    "resnet34": _RESNET_KEYS,
-    "resnet50": _RESNET_KEYS,
-    "custom": {"name", "net", "groups", "head"},
 }

@@ -8,31 +8,24 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from harness.config import checks
 from harness.errors import ConfigError
 from harness.models.groups import GroupedModel, LayerGroup, finish
 
 
 def build_convnet(cfg: dict, *, num_classes: int, in_channels: int, image_size: int) -> GroupedModel:
     """conv1..convN -> fc1..fcM -> head, one weight layer per group, as an ``nn.Sequential`` of groups."""
-    channels = checks.integer_list(cfg.get("channels"), "model.channels")
-    hidden = checks.integer_list(cfg.get("hidden"), "model.hidden")
-    kernel_size = int(cfg.get("kernel_size", 3))
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ConfigError(
-            f"model.kernel_size must be an odd integer >= 1 ('same' padding), got {kernel_size}"
-        )
-    batchnorm = bool(cfg.get("batchnorm", False))
+    # Each value was checked by the schema (build_model); the pool list's length needs the channels.
+    channels, hidden = list(cfg.get("channels") or []), list(cfg.get("hidden") or [])
+    kernel_size = cfg.get("kernel_size", 3)
+    batchnorm = cfg.get("batchnorm", False)
     dropout = float(cfg.get("dropout", 0.0))
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"model.dropout must be in [0, 1), got {dropout}")
     pool = cfg.get("pool")
     if pool is None:
         pool = [True] * len(channels)
-    if not isinstance(pool, list) or len(pool) != len(channels):
+    if len(pool) != len(channels):
         raise ConfigError(
-            f"model.pool must be null (pool after every conv layer) or a list of {len(channels)} true/false "
-            f"(one per entry of model.channels), got {pool}"
+            f"model.pool={pool} must be null (pool after every conv layer) or a list of {len(channels)} "
+            "true/false (one per entry of model.channels)"
         )
 
     children: OrderedDict[str, nn.Module] = OrderedDict()

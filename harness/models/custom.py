@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 from torch import nn
 
+from harness.config import schema
 from harness.config.checks import flat_message
 from harness.errors import ConfigError
 from harness.models.groups import GroupedModel, finish, head_module_name, top_level
@@ -16,22 +15,14 @@ def build_custom(cfg: dict, *, num_classes: int, in_channels: int, image_size: i
     """Any ``nn.Module`` by Hydra ``_target_`` (``model.net``) with a user split and a named head."""
     from hydra.utils import instantiate  # only custom models need Hydra's instantiation machinery
 
-    spec = cfg.get("net")
-    if not isinstance(spec, Mapping) or "_target_" not in spec:
-        raise ConfigError(
-            "model.net must be a mapping with '_target_' (e.g. torch.nn.Sequential) and its kwargs"
-        )
+    # The types of net, groups and head were checked by the schema (build_model); these need to be set.
+    spec = schema.net(cfg.get("net"), "model.net")
     if cfg.get("groups") is None:
         raise ConfigError(
             "model.groups is required for model 'custom': a list of {name, modules: [prefix, ...]}"
         )
-    head_name = cfg.get("head")
-    if isinstance(head_name, int):  # `head: 9` for a Sequential child is as good as `head: "9"`
-        head_name = str(head_name)
-    if not isinstance(head_name, str) or not head_name:
-        raise ConfigError(
-            "model.head is required for model 'custom': the qualified name of the final nn.Linear"
-        )
+    # `head: 9` for a Sequential child is as good as `head: "9"`
+    head_name = str(schema.head(cfg.get("head"), "model.head"))
 
     try:
         net = instantiate(spec)

@@ -53,13 +53,10 @@ class GroupedModel:
 
 
 def groups_from_config(spec) -> list[LayerGroup]:
-    """Build groups from config: a list of ``{name: ..., modules: [prefix, ...]}``."""
+    """Build groups from config: a list of ``{name: ..., modules: [prefix, ...]}`` (its shape checked by the
+    schema, :func:`harness.config.schema.layer_groups`)."""
     groups = []
-    for i, item in enumerate(spec):
-        if "name" not in item or "modules" not in item:
-            raise ConfigError(
-                f"model.groups[{i}] must have 'name' and 'modules' (a list of module-name prefixes)"
-            )
+    for item in spec:
         modules = item["modules"]
         if isinstance(modules, str):
             modules = [modules]
@@ -127,10 +124,6 @@ def finish(cfg: dict, net: nn.Module, groups: list[LayerGroup] | None) -> Groupe
     """Apply a user split (``model.groups``), then check the split covers every parameter exactly once."""
     user_split = cfg.get("groups")
     if user_split is not None:
-        if not isinstance(user_split, list) or not user_split:
-            raise ConfigError(
-                "model.groups must be null or a non-empty list of {name, modules: [prefix, ...]}"
-            )
         groups = groups_from_config(user_split)
         known = {name for name, _ in net.named_modules()}
         for i, g in enumerate(groups):

@@ -8,20 +8,18 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
+from harness.config.schema import RESNET_SPLITS
 from harness.models.groups import GroupedModel, LayerGroup, finish
 from harness.models.weights import matching_entries, read_state_dict
 
-RESNET_SPLITS = ("groups6", "fastai3")
+__all__ = ["RESNET_SPLITS", "build_resnet"]
 
 
 def build_resnet(cfg: dict, *, num_classes: int, in_channels: int, image_size: int) -> GroupedModel:
     """A torchvision ResNet (weights=None) re-wrapped as ``stem, layer1..layer4, head``."""
     import torchvision  # imported here: only the resnets need it, and it is slow to import
 
-    split = cfg.get("split", "groups6")
-    if split not in RESNET_SPLITS:
-        raise ConfigError(f"model.split '{split}' is unknown; allowed: {', '.join(RESNET_SPLITS)}")
+    split = cfg.get("split", "groups6")  # one of RESNET_SPLITS: checked by the schema (build_model)
     arch = cfg["name"]
     tv = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from harness.config import checks
 from harness.errors import ConfigError
 
 
@@ -28,16 +29,6 @@ class LrSlice:
 LrSpec = float | LrSlice | tuple[float, ...]
 
 
-def _positive(value, where: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}={value!r} is not a number; learning rates are positive floats") from None
-    if not number > 0:
-        raise ConfigError(f"{where}={value!r} must be > 0")
-    return number
-
-
 def parse_lr(value, where: str = "lr") -> LrSpec:
     """Turn the config value into a scalar, an :class:`LrSlice` or a per-group tuple; checks values."""
     if isinstance(value, LrSlice | tuple):
@@ -48,18 +39,18 @@ def parse_lr(value, where: str = "lr") -> LrSpec:
             raise ConfigError(
                 f"{where} must be a number, {{hi: ...}} or {{lo: ..., hi: ...}}; got keys {sorted(value)}"
             )
-        hi = _positive(value["hi"], f"{where}.hi")
+        hi = checks.number(value["hi"], f"{where}.hi", above=0)
         if value.get("lo") is None:
             return LrSlice(hi)
-        lo = _positive(value["lo"], f"{where}.lo")
+        lo = checks.number(value["lo"], f"{where}.lo", above=0)
         if lo > hi:
             raise ConfigError(
                 f"{where}: lo={lo:g} is greater than hi={hi:g}; a slice goes from low (input side) to high (head)"
             )
         return LrSlice(hi, lo)
     if isinstance(value, Sequence) and not isinstance(value, str):
-        return tuple(_positive(v, f"{where}[{i}]") for i, v in enumerate(value))
-    return _positive(value, where)
+        return tuple(checks.number(v, f"{where}[{i}]", above=0) for i, v in enumerate(value))
+    return checks.number(value, where, above=0)
 
 
 def spread(lr: LrSpec, n_groups: int, where: str = "lr") -> list[float]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from harness.errors import ConfigError
-
-SCHEDULES = ("one_cycle", "constant", "step")
+from harness.config import schema
 
 
 def cos_between(start: float, end: float, pos: float) -> float:
@@ -41,21 +39,8 @@ def step_lr(epoch: int, *, step_size: int, gamma: float = 0.1) -> float:
 
 
 def check(schedule: Mapping) -> dict:
-    """Validate a schedule config and return it as a plain dict."""
-    sched = dict(schedule)
-    name = sched.get("name")
-    if name not in SCHEDULES:
-        raise ConfigError(f"schedule.name={name!r} is not a schedule; choose one of: {', '.join(SCHEDULES)}")
-    if name == "one_cycle":
-        pct = float(sched.get("pct_start", 0.25))
-        if not 0 < pct <= 1:
-            raise ConfigError(f"schedule.pct_start={sched['pct_start']} must be in (0, 1]")
-        for key in ("div", "div_final"):
-            if float(sched.get(key, 1)) <= 0:
-                raise ConfigError(f"schedule.{key}={sched[key]} must be > 0")
-    if name == "step" and int(sched.get("step_size", 1)) < 1:
-        raise ConfigError(f"schedule.step_size={sched['step_size']} must be >= 1 epoch")
-    return sched
+    """The schedule config checked (:mod:`harness.config.schema`) and as a plain dict."""
+    return schema.check_values("schedule", schedule)
 
 
 def lr_factor(schedule: Mapping, step: int, total_steps: int, steps_per_epoch: int) -> float:

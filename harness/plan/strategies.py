@@ -15,19 +15,13 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 
-from omegaconf import DictConfig, OmegaConf
-
+from harness.config import schema
 from harness.console import WIDTH, plural
 from harness.errors import ConfigError
 from harness.plan import lr as lrs
 from harness.plan import schedules
 
 PLAN_VERSION = 1
-BN_POLICIES = ("train", "frozen", "eval")
-OPTIMIZER_STATE = ("keep", "reset")
-# fastai's fine_tune starts its unfrozen phase with a fresh optimizer: ``unfreeze()`` is ``freeze_to(0)``,
-# which calls ``opt.clear_state()``. The other strategies keep the moments of params already training.
-DEFAULT_OPTIMIZER_STATE = {"full_unfreeze": "reset"}
 
 
 @dataclass
@@ -114,20 +108,15 @@ def freeze(groups: list[str]) -> list[str]:
 
 
 # --- one compiler per strategy ----------------------------------------------------------------------
-
-
-def _epochs(cfg: Mapping, key: str, minimum: int = 1) -> int:
-    value = cfg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"strategy.{key}={value!r} must be an integer >= {minimum}")
-    return value
+# Each gets its config already checked against the schema (types and ranges); what is checked here needs the
+# model's groups.
 
 
 def _single_phase(
     name: str, trainable: list[str], cfg: Mapping, groups: list[str], schedule: dict
 ) -> list[Phase]:
     rates = lrs.spread(lrs.parse_lr(cfg["lr"], "strategy.lr"), len(groups), "strategy.lr")
-    return [Phase(name, _epochs(cfg, "epochs"), trainable, rates, schedule)]
+    return [Phase(name, cfg["epochs"], trainable, rates, schedule)]
 
 
 def _never(cfg, groups, schedule):
@@ -139,16 +128,14 @@ def _head_only(cfg, groups, schedule):
 
 
 def _freeze_to(cfg, groups, schedule):
-    k = cfg.get("k")
-    if not isinstance(k, int) or isinstance(k, bool):
-        raise ConfigError(f"strategy.k={k!r} must be an integer (negative counts from the end, as in fastai)")
+    k = cfg["k"]
     if k != 0 and len(groups) < 2:
         freeze(groups)  # raises the one-group error
     return _single_phase(f"freeze_to({k})", freeze_to(groups, k), cfg, groups, schedule)
 
 
 def _surgical(cfg, groups, schedule):
-    chosen = list(cfg.get("groups") or [])
+    chosen = list(cfg["groups"])
     if not chosen:
         raise ConfigError(
             "strategy.groups is empty; surgical fine-tuning needs the names of the groups to train"
@@ -165,17 +152,12 @@ def _surgical(cfg, groups, schedule):
 def _full_unfreeze(cfg, groups, schedule):
     """fastai ``fine_tune``: one-cycle on the head at slice(base_lr) with pct_start=0.99, then
     ``base_lr /= 2``, unfreeze, one-cycle at slice(base_lr/lr_mult, base_lr), pct_start, div."""
-    base_lr = lrs.parse_lr(cfg.get("base_lr"), "strategy.base_lr")
-    if not isinstance(base_lr, float):
-        raise ConfigError("strategy.base_lr must be one number (fine_tune spreads it itself with lr_mult)")
-    lr_mult = float(cfg.get("lr_mult", 100))
-    if lr_mult < 1:
-        raise ConfigError(f"strategy.lr_mult={lr_mult} must be >= 1 (lo = base_lr / lr_mult)")
+    base_lr, lr_mult = float(cfg["base_lr"]), float(cfg["lr_mult"])
     one_cycle = (
         {**schedule, "name": "one_cycle"} if schedule["name"] == "one_cycle" else {"name": "one_cycle"}
     )
     phases = []
-    freeze_epochs = _epochs(cfg, "freeze_epochs", minimum=0)
+    freeze_epochs = cfg["freeze_epochs"]
     if freeze_epochs:
         head_rates = lrs.spread(lrs.LrSlice(base_lr), len(groups))
         phases.append(
@@ -189,21 +171,19 @@ def _full_unfreeze(cfg, groups, schedule):
         )
     base_lr /= 2
     rates = lrs.spread(lrs.LrSlice(base_lr, base_lr / lr_mult), len(groups))
-    unfrozen = schedules.check(
-        {**one_cycle, "pct_start": float(cfg.get("pct_start", 0.3)), "div": float(cfg.get("div", 5.0))}
-    )
-    phases.append(Phase("unfrozen", _epochs(cfg, "epochs"), list(groups), rates, unfrozen))
+    unfrozen = schedules.check({**one_cycle, "pct_start": float(cfg["pct_start"]), "div": float(cfg["div"])})
+    phases.append(Phase("unfrozen", cfg["epochs"], list(groups), rates, unfrozen))
     return phases
 
 
 def _gradual(cfg, groups, schedule):
     """ULMFiT: train the head, then unfreeze one more group from the top every ``every`` epochs;
     the last phase (everything unfrozen) runs ``epochs`` epochs."""
-    every = _epochs(cfg, "every")
+    every = cfg["every"]
     rates = lrs.spread(lrs.parse_lr(cfg["lr"], "strategy.lr"), len(groups), "strategy.lr")
     freeze(groups)
     phases = [Phase(f"top{k}", every, groups[-k:], rates, schedule) for k in range(1, len(groups))]
-    phases.append(Phase("all", _epochs(cfg, "epochs"), list(groups), rates, schedule))
+    phases.append(Phase("all", cfg["epochs"], list(groups), rates, schedule))
     return phases
 
 
@@ -217,24 +197,11 @@ COMPILERS = {
 }
 
 
-def _plain(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
 def compile_plan(strategy_cfg: Mapping, schedule_cfg: Mapping, groups: list[str]) -> Plan:
     """The plan for ``strategy_cfg`` on a model with ``groups``; all checks happen here, before training."""
-    strategy_cfg, schedule_cfg = _plain(strategy_cfg), _plain(schedule_cfg)
-    name = strategy_cfg.get("name")
-    if name not in COMPILERS:
-        raise ConfigError(f"strategy.name={name!r} is not a strategy; choose one of: {', '.join(COMPILERS)}")
-    bn = strategy_cfg.get("bn", "train")
-    if bn not in BN_POLICIES:
-        raise ConfigError(
-            f"strategy.bn={bn!r} is not a BatchNorm policy; choose one of: {', '.join(BN_POLICIES)}"
-        )
-    state = strategy_cfg.get("optimizer_state", DEFAULT_OPTIMIZER_STATE.get(name, "keep"))
-    if state not in OPTIMIZER_STATE:
-        raise ConfigError(f"strategy.optimizer_state={state!r}; choose one of: {', '.join(OPTIMIZER_STATE)}")
+    # Every key of the strategy, present and allowed: the compilers below read them as given.
+    strategy_cfg = schema.check_values("strategy", strategy_cfg, unknown=True, missing=True)
+    name, bn, state = strategy_cfg["name"], strategy_cfg["bn"], strategy_cfg["optimizer_state"]
     phases = COMPILERS[name](strategy_cfg, list(groups), schedules.check(schedule_cfg))
     notes = []
     if len(phases) > 1:

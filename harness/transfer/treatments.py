@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from harness.errors import ConfigError
+from harness.config import checks
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,4 @@ def treatment_of(cfg: DictConfig) -> Treatment | None:
     name = section.get("treatment")
     if name is None:
         return None
-    if name not in TREATMENTS:
-        raise ConfigError(
-            f"transfer.treatment={name!r} is not a treatment; choose one of: {', '.join(TREATMENTS)}"
-        )
-    return TREATMENTS[name]
+    return TREATMENTS[checks.one_of(name, "transfer.treatment", TREATMENTS, what="a treatment")]

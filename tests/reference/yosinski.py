@@ -14,7 +14,8 @@ What the paper leaves open is an input, not decided here:
   generator seeded with ``epoch_seed(seeds[network], e)``, in batches of ``batch_size`` (the last shorter);
 - ``Recipe``, one for bases and treatments: SGD with momentum in PyTorch's form (v = momentum * v + g +
   weight_decay * w; w -= rate * v; Caffe, which the paper used, puts the rate inside v, which differs only
-  after a rate drop), weight decay on biases too, rate = lr * gamma ** (epoch // step_size) per epoch;
+  after a rate drop), weight decay on weights only (the paper's net gives biases none), rate = lr * gamma **
+  (epoch // step_size) per epoch;
 - ``Shape``: per conv layer a 'same'-padded conv, ReLU and 2x2 max pool; per hidden layer a linear layer and
   ReLU; a linear head. No batchnorm, dropout or augmentation.
 """
@@ -94,7 +95,8 @@ def train(net: nn.Sequential, data, recipe: Recipe, seed: int, layers) -> list[t
             grads = torch.autograd.grad(F.cross_entropy(net(x[batch]), y[batch]), params)
             with torch.no_grad():
                 for i, (p, g) in enumerate(zip(params, grads, strict=True)):
-                    g = g.add(p, alpha=recipe.weight_decay)
+                    if p.dim() > 1:  # a weight, not a bias
+                        g = g.add(p, alpha=recipe.weight_decay)
                     velocity[i] = g if velocity[i] is None else velocity[i].mul_(recipe.momentum).add_(g)
                     p.add_(velocity[i], alpha=-rate)
         history.append(evaluate(net, x_test, y_test))
