@@ -30,10 +30,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import platform
 import time
+import traceback
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -91,7 +94,18 @@ VARIANTS = {  # each adds to the one before
     "channels_last": ["speed.precision=bf16", "speed.channels_last=true"],
     "compile": ["speed.precision=bf16", "speed.channels_last=true", "speed.compile=true"],
 }
-SECTIONS = ("loop", "frozen", "fastai")
+SECTIONS = ("syncs", "loop", "frozen", "fastai")
+
+
+@functools.cache
+def _composed(overrides: tuple[str, ...]):
+    return compose_config(list(overrides))
+
+
+def config(overrides: list[str]):
+    """The composed config tree for ``overrides``; composed once per distinct list (Hydra's compose is the
+    slow part of setting up a tiny run), a fresh copy each call."""
+    return copy.deepcopy(_composed(tuple(overrides)))
 
 
 def peak_bf16_tflops(device_name: str) -> tuple[float | None, str]:
@@ -184,7 +198,7 @@ def base_overrides(workload: str, args) -> list[str]:
 def loop_entry(workload, variant, args, peak, flops) -> dict:
     over = base_overrides(workload, args) + ["strategy=never"] + VARIANTS[variant]
     rounds = args.repeats + 1
-    cfg = compose_config(over + [f"epochs={rounds}"])
+    cfg = config(over + [f"epochs={rounds}"])
     run = assemble_run(cfg)
     run.compile_backend = args.compile_backend
     plain = PlainLoop(run, dict(cfg.optim), run.bf16, run.compile, args.compile_backend)
@@ -223,7 +237,7 @@ def frozen_entry(workload, args) -> dict:
 
     def side(over):
         def measure(_):
-            run = assemble_run(compose_config(over))
+            run = assemble_run(config(over))
             fit(run)
             first, second = run.history
             return second["seconds"], first["seconds"], second["cached_groups"]
@@ -254,7 +268,7 @@ def fastai_entry(args, workload: str = "resnet18_cifar", epochs: int = 1) -> dic
     over += ["strategy=full_unfreeze", f"strategy.epochs={epochs}", "strategy.bn=train"]
 
     def round_inputs(r: int):
-        cfg = compose_config(over + [f"seed={r}"])
+        cfg = config(over + [f"seed={r}"])
         return cfg, copy.deepcopy(assemble_run(cfg).model.net.state_dict())
 
     def harness_side(inputs):
@@ -286,9 +300,45 @@ def fastai_entry(args, workload: str = "resnet18_cifar", epochs: int = 1) -> dic
     }
 
 
+class SyncWatch(Hook):
+    """Turns CUDA's sync debug mode to "warn" for the second epoch: its steps, NaN/Inf reads, evaluation."""
+
+    def on_epoch_end(self, run, entry: dict) -> None:
+        torch.cuda.set_sync_debug_mode("warn" if entry["epoch"] == 1 else "default")
+
+
+def syncs_entry(workload: str, args) -> dict:
+    """Host syncs in one harness epoch (fp32), counted by ``torch.cuda.set_sync_debug_mode``: a handful
+    (the NaN/Inf read every CHECK_EVERY steps and at the end, the evaluation's sums), not one per step."""
+    if not torch.cuda.is_available():
+        return {"skipped": "needs CUDA (torch.cuda.set_sync_debug_mode)"}
+    from harness.engine.finite import CHECK_EVERY
+
+    run = assemble_run(config(base_overrides(workload, args) + ["strategy=never", "epochs=2"]))
+    run.hooks = [SyncWatch()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit(run)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [str(w.message) for w in caught if "synchroniz" in str(w.message)]
+    steps = -(-len(run.data.train) // run.batch_size)
+    return {
+        "metric": "host syncs in the second epoch (steps, NaN/Inf reads, validation and test evaluation)",
+        "syncs": len(syncs),
+        "steps": steps,
+        "check_every": CHECK_EVERY,
+        "ok": len(syncs) < steps,
+        "first_messages": sorted(set(syncs))[:5],
+    }
+
+
 def plan(sections: list[str]) -> list[tuple[str, str, str | None]]:
     """(section, workload, variant) in the order they run: the compile entries last, as they cost most."""
     jobs = []
+    if "syncs" in sections:
+        jobs += [("syncs", "resnet18_cifar", None)]
     if "loop" in sections:
         jobs += [("loop", w, v) for w in WORKLOADS for v in VARIANTS if v != "compile"]
     if "frozen" in sections:
@@ -303,14 +353,22 @@ def plan(sections: list[str]) -> list[tuple[str, str, str | None]]:
 def table(result: dict) -> str:
     lines = ["| section | workload | setting | value | target |", "|---|---|---|---|---|"]
     for e in result["loop"]:
-        value = e.get("skipped") or f"{e['ratio']:.3f} ({e['images_per_s']['harness']:.0f} img/s)"
+        value = (
+            e.get("skipped")
+            or e.get("error")
+            or f"{e['ratio']:.3f} ({e['images_per_s']['harness']:.0f} img/s)"
+        )
         lines.append(f"| loop | {e['workload']} | {e['variant']} | {value} | >= 0.95 |")
     for e in result["frozen"]:
-        value = e.get("skipped") or f"{e['speedup']:.2f}x"
+        value = e.get("skipped") or e.get("error") or f"{e['speedup']:.2f}x"
         lines.append(f"| frozen | {e['workload']} | head_only cached / all layers | {value} | - |")
+    if result["syncs"]:
+        e = result["syncs"]
+        value = e.get("skipped") or e.get("error") or f"{e['syncs']} in {e['steps']} steps"
+        lines.append(f"| syncs | {e['workload']} | one harness epoch | {value} | < 1 per step |")
     if result["fastai"]:
         e = result["fastai"]
-        value = e.get("skipped") or f"{e['ratio']:.3f}"
+        value = e.get("skipped") or e.get("error") or f"{e['ratio']:.3f}"
         lines.append(f"| fastai | {e['workload']} | full_unfreeze / fine_tune | {value} | <= 1.0 |")
     return "\n".join(lines)
 
@@ -367,10 +425,11 @@ def main(argv=None) -> dict:
         "loop": [],
         "frozen": [],
         "fastai": None,
+        "syncs": None,
     }
     flops: dict[str, float] = {}
     for w in WORKLOADS:
-        cfg = compose_config(base_overrides(w, args) + ["epochs=1"])
+        cfg = config(base_overrides(w, args) + ["epochs=1"])
         run = assemble_run(cfg)
         flops[w] = flops_per_image(run.model.net, run.data.train.x)
         result["workloads"][w] = {
@@ -387,21 +446,34 @@ def main(argv=None) -> dict:
         label = f"{section} {workload}" + (f" {variant}" if variant else "")
         print(f"[{i + 1}/{len(jobs)}] {label} ...", flush=True)
         entry_started = time.perf_counter()
-        if entry_started - started > args.budget_s:
-            entry = {"workload": workload, "variant": variant, "skipped": "time budget (--budget-s) spent"}
-        elif section == "loop":
-            entry = loop_entry(workload, variant, args, peak, flops[workload])
-        elif section == "frozen":
-            entry = frozen_entry(workload, args)
-        else:
-            entry = fastai_entry(args, workload)
+        try:
+            if entry_started - started > args.budget_s:
+                entry = {"skipped": "time budget (--budget-s) spent"}
+            elif section == "syncs":
+                entry = syncs_entry(workload, args)
+            elif section == "loop":
+                entry = loop_entry(workload, variant, args, peak, flops[workload])
+            elif section == "frozen":
+                entry = frozen_entry(workload, args)
+            else:
+                entry = fastai_entry(args, workload)
+        except Exception as e:  # GPU time is scarce: one failing comparison must not lose the others
+            traceback.print_exc()
+            entry = {"error": f"{type(e).__name__}: {e}"}
+        entry = {"workload": workload, "variant": variant, **entry}
         entry["wall_s"] = time.perf_counter() - entry_started
-        if section == "fastai":
-            result["fastai"] = entry
+        if section in ("fastai", "syncs"):
+            result[section] = entry
         else:
             result[section].append(entry)
         print(f"    {json.dumps(entry)}", flush=True)
     result["meta"]["seconds"] = time.perf_counter() - started
+    # the process-wide settings both sides ran under (assemble_run turns cudnn.benchmark off)
+    result["meta"]["cudnn_benchmark"] = torch.backends.cudnn.benchmark
+    result["meta"]["tf32"] = {
+        "matmul": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn": torch.backends.cudnn.allow_tf32,
+    }
     print(table(result))
     write_json_atomic(Path(args.out), result)
     print(f"written: {args.out}")

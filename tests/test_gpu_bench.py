@@ -1,5 +1,6 @@
 """``python -m benchmarks.gpu`` on CPU at tiny sizes: every measurement is in its JSON, every ratio finite,
-the peak it used stated; and the pieces it rests on (the peak table, the H P | P H interleaving)."""
+the peak it used stated; and the pieces it rests on (the peak table, the H P | P H interleaving).
+The machines here have no GPU: the test checks the script, never the speed."""
 
 import json
 import math
@@ -50,6 +51,11 @@ def test_the_tiny_run_writes_every_measurement(tmp_path):
     fastai = result["fastai"]
     assert "skipped" not in fastai and finite(fastai["ratio"]) and fastai["ratio"] > 0
     assert all(finite(v) for v in fastai["seconds"].values())
+
+    syncs = result["syncs"]  # counted only where CUDA's sync debug mode exists; here it says so
+    assert syncs["skipped"] == "needs CUDA (torch.cuda.set_sync_debug_mode)"
+    entries = [*result["loop"], *result["frozen"], fastai, syncs]
+    assert not [e for e in entries if "error" in e]
 
 
 def test_the_peak_comes_from_the_device_name_and_unknown_devices_say_so():
