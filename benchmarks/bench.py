@@ -216,6 +216,50 @@ def bench_grid(jobs: int) -> dict:
 # --- 4. against fastai's fine_tune ----------------------------------------------------------------------------
 
 
+def fastai_fine_tune(cfg, start_weights: dict, epochs: int, batch_size: int) -> tuple[float, float]:
+    """fastai 2.8's ``fine_tune(epochs, base_lr=2e-3)`` on the network and data that ``cfg`` assembles, from
+    ``start_weights``: the network's children as fastai's layer groups, its Adam with wd 0.01, the validation
+    set after every epoch and the test set once at the end (``Learner.validate``), evaluation in batches of
+    :func:`~harness.data.inference_batch_size`. Returns (seconds by the bench's clock, test accuracy)."""
+    import fastai.callback.progress  # noqa: F401  (patches Learner.no_bar)
+    import fastai.callback.schedule  # noqa: F401  (patches Learner.fine_tune, fit_one_cycle)
+    from fastai.data.core import DataLoaders
+    from fastai.data.load import DataLoader as FastaiLoader
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.metrics import accuracy
+    from fastai.optimizer import Adam
+
+    other = assemble_run(cfg)
+    other.model.net.load_state_dict(start_weights)  # the same starting weights
+    data, eval_batch = other.data, inference_batch_size(other.device)
+
+    def loader(part, **kw):
+        return FastaiLoader(list(zip(part.x, part.y, strict=True)), **kw)
+
+    dls = DataLoaders(
+        loader(data.train, bs=batch_size, shuffle=True, drop_last=False),
+        loader(data.val, bs=eval_batch),
+        device=other.device,
+    )
+    test = loader(data.test, bs=eval_batch)
+    groups = [list(g.parameters()) for g in other.model.net.children()]
+    learn = Learner(
+        dls,
+        other.model.net,
+        loss_func=CrossEntropyLossFlat(),
+        opt_func=Adam,
+        metrics=accuracy,
+        splitter=lambda _m, groups=groups: groups,
+        wd=0.01,
+    )
+    with learn.no_bar(), learn.no_logging():
+        started = clock()
+        learn.fine_tune(epochs, base_lr=2e-3)
+        _, acc = learn.validate(dl=test)
+        return clock() - started, float(acc)
+
+
 def bench_fastai(repeats: int, epochs: int = 3) -> dict:
     """The same work on both sides, timed from the start of training to a test accuracy: 1 + ``epochs``
     epochs, the validation set evaluated after every epoch, the test set once at the end (the harness with
@@ -224,14 +268,7 @@ def bench_fastai(repeats: int, epochs: int = 3) -> dict:
     first; a first round warms both up and is not counted. The value is the median over repeats of each
     repeat's ratio (the two runs of a repeat share the machine's load); the ratio of medians comes with it."""
     try:
-        import fastai.callback.progress  # noqa: F401  (patches Learner.no_bar)
-        import fastai.callback.schedule  # noqa: F401  (patches Learner.fine_tune, fit_one_cycle)
-        from fastai.data.core import DataLoaders
-        from fastai.data.load import DataLoader as FastaiLoader
-        from fastai.learner import Learner
-        from fastai.losses import CrossEntropyLossFlat
-        from fastai.metrics import accuracy
-        from fastai.optimizer import Adam
+        import fastai  # noqa: F401
     except ImportError:
         return {
             "name": "fastai",
@@ -251,34 +288,7 @@ def bench_fastai(repeats: int, epochs: int = 3) -> dict:
 
     def fastai_side(round_inputs):
         cfg, start_weights = round_inputs
-        other = assemble_run(cfg)
-        other.model.net.load_state_dict(start_weights)  # the same starting weights
-        data, eval_batch = other.data, inference_batch_size(other.device)
-
-        def loader(part, **kw):
-            return FastaiLoader(list(zip(part.x, part.y, strict=True)), **kw)
-
-        dls = DataLoaders(
-            loader(data.train, bs=64, shuffle=True, drop_last=False),
-            loader(data.val, bs=eval_batch),
-            device="cpu",
-        )
-        test = loader(data.test, bs=eval_batch)
-        groups = [list(g.parameters()) for g in other.model.net.children()]
-        learn = Learner(
-            dls,
-            other.model.net,
-            loss_func=CrossEntropyLossFlat(),
-            opt_func=Adam,
-            metrics=accuracy,
-            splitter=lambda _m, groups=groups: groups,
-            wd=0.01,
-        )
-        with learn.no_bar(), learn.no_logging():
-            started = clock()
-            learn.fine_tune(epochs, base_lr=2e-3)
-            _, acc = learn.validate(dl=test)
-            return clock() - started, float(acc)
+        return fastai_fine_tune(cfg, start_weights, epochs, batch_size=64)
 
     def round_inputs(r: int):
         """The round's config (seed r) and the starting weights both sides load."""

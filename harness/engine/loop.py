@@ -15,10 +15,10 @@ import torch.nn.functional as F
 
 from harness.data import DataBundle, batches, inference_batch_size, num_batches
 from harness.engine.early_stop import EarlyStop
+from harness.engine.finite import CHECK_EVERY, FiniteGuard, skips_on_device
 from harness.engine.hooks import Hook, call
 from harness.engine.optim import build_optimizer, set_rates
 from harness.engine.prefix import phase_view
-from harness.errors import NumericalError
 from harness.models.groups import GroupedModel
 from harness.plan import freezing, schedules
 from harness.plan.freezing import GroupParams
@@ -50,10 +50,16 @@ class Run:
     # the paper's best-k metric needs a test evaluation per epoch; else only the last
     test_every_epoch: bool = True
     # Set by the loop for hooks: the parameters that train in the current phase (requires_grad, group by
-    # group, in GroupParams.all order), and after each backward the L2 norm of each one's gradient (0 where
-    # it has none), computed once per step by check_finite (the diagnostics reuse them).
+    # group, in GroupParams.all order), and after each backward the L2 norm of each one's gradient (float64,
+    # 0 where it has none), computed once per step by check_finite (the diagnostics reuse them).
     train_params: list[torch.nn.Parameter] = field(default_factory=list)
     grad_norms: list[torch.Tensor] = field(default_factory=list)
+    # The phase's NaN/Inf check (set by enter_phase), and how many steps pass between two host reads of it
+    # when the optimizer can skip a bad step on the device (harness/engine/finite.py).
+    finite: FiniteGuard | None = None
+    finite_check_every: int = CHECK_EVERY
+    # torch.compile's backend when compile is on (the GPU benchmark's CPU test traces with "eager")
+    compile_backend: str = "inductor"
     # early_stopping.patience: stop when validation accuracy stops improving, end with the best weights
     early_stop: EarlyStop | None = None
 
@@ -70,47 +76,39 @@ def autocast(device, enabled: bool):
 def evaluate(
     net: torch.nn.Module, part, device, batch_size: int | None = None, bf16: bool = False
 ) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``net`` on a data part, in eval mode."""
+    """(mean cross-entropy, accuracy) of ``net`` on a data part, in eval mode.
+
+    Sums stay on the device and are read once at the end (not a host sync per batch); the float64 sum of
+    the float32 batch sums is the same number as adding them up in Python."""
     was_training = net.training
     net.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    count = 0
     for x, y in batches(part, batch_size or inference_batch_size(device), shuffle=False, device=device):
         with autocast(device, bf16):
             logits = net(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += (logits.argmax(1) == y).sum().item()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
         count += len(y)
     net.train(was_training)
-    return loss_sum / count, correct / count
+    return loss_sum.item() / count, correct.item() / count
 
 
 def check_finite(run: Run, loss: torch.Tensor, epoch: int, step: int) -> None:
-    """End the run at the step where the loss or any gradient stops being finite, before the optimizer step
-    spreads it into the weights.
+    """End the run at the step where the loss or any gradient stops being finite, before a bad update
+    reaches the weights; without a host sync per step (:mod:`harness.engine.finite` says how and what a
+    failing run loses).
 
-    One host sync per step, as a plain loss check costs: the L2 norm of every trainable parameter's gradient
-    (kept in ``run.grad_norms``) is NaN or Inf when one of its elements is, and so is their sum with the loss.
-    That sum can also overflow on huge finite values, so only when it is not finite are the loss and the
-    gradients looked at element by element: a finite gradient never ends a run.
+    The step's loss and the float64 L2 norm of every trainable parameter's gradient (kept in
+    ``run.grad_norms``, which the diagnostics reuse) are recorded on the device; a fused optimizer skips its
+    update once one is not finite. Every ``run.finite.every`` steps (and at the epoch's end, by the loop) the
+    host reads the flag and raises :class:`NumericalError` for the first bad step. A finite gradient never
+    ends a run.
     """
-    grads = [p.grad if p.grad is not None else p.new_zeros(()) for p in run.train_params]
-    run.grad_norms = torch._foreach_norm(grads) if grads else []
-    total = loss.detach() + torch.stack(run.grad_norms).sum() if grads else loss.detach()
-    if torch.isfinite(total):
-        return
-    where = f"at epoch {epoch + 1}, step {step + 1}"
-    if not torch.isfinite(loss):
-        raise NumericalError(f"loss is {loss.item()} {where}")
-    bad = [
-        (name, p.grad)
-        for name, p in run.model.net.named_parameters()
-        if p.grad is not None and not torch.isfinite(p.grad).all()
-    ]
-    if not bad:
-        return  # the norms overflowed on finite gradients
-    kinds = "/".join(sorted({"NaN" if torch.isnan(g).any() else "Inf" for _, g in bad}))
-    names = ", ".join(name for name, _ in bad[:3]) + (", ..." if len(bad) > 3 else "")
-    raise NumericalError(f"gradient is {kinds} {where} (loss {loss.item():.4g}) in {names}")
+    run.grad_norms = run.finite.record(loss, step)
+    if run.finite.due:
+        run.finite.read(epoch)
 
 
 def enter_phase(run: Run, index: int, first_epoch_of_phase: bool) -> None:
@@ -120,6 +118,11 @@ def enter_phase(run: Run, index: int, first_epoch_of_phase: bool) -> None:
     reset = run.plan.optimizer_state == "reset" and first_epoch_of_phase
     if run.optimizer is None or reset:
         run.optimizer = build_optimizer(run.optim_cfg, run.params, phase.lr)
+    # Read the NaN/Inf flag every finite_check_every steps when the optimizer can skip a bad step on the
+    # device, else before every step (harness/engine/finite.py).
+    every = run.finite_check_every if skips_on_device(run.optimizer) else 1
+    run.finite = FiniteGuard(run.train_params, run.model.net, run.device, every)
+    run.finite.attach(run.optimizer)
     call(run.hooks, "on_phase_start", run, index)
 
 
@@ -142,7 +145,7 @@ def fit(run: Run) -> None:
             for part in ("train", "val"):
                 view.part(part)
             if run.compile:
-                view.net = torch.compile(view.net)
+                view.net = torch.compile(view.net, backend=run.compile_backend)
         freezing.set_modes(run.model, phase.trainable, plan.bn)
 
         phase_steps = phase.epochs * steps
@@ -167,6 +170,7 @@ def fit(run: Run) -> None:
             run.optimizer.step()
             loss_sum += loss.detach()
             call(run.hooks, "on_batch_end", run, i + 1, steps, loss)
+        run.finite.read(epoch)  # the epoch's last steps, before its evaluation and checkpoint (a host sync)
         seconds = time.perf_counter() - started
 
         val_loss, val_acc = evaluate(view.net, view.part("val"), run.device, bf16=run.bf16)
