@@ -349,7 +349,8 @@ MODEL = Section(
 _EVERY_STRATEGY = {
     "epochs": integer(low=1),
     "bn": one_of(*BN_POLICIES, what="a BatchNorm policy"),
-    "optimizer_state": one_of(*OPTIMIZER_STATE, what="an optimizer-state policy"),
+    # absent: the strategy's default (full_unfreeze resets, as fastai's unfreeze; the others keep)
+    "optimizer_state": Optional(one_of(*OPTIMIZER_STATE, what="an optimizer-state policy")),
 }
 STRATEGY = Section(
     "strategy",

@@ -48,15 +48,18 @@ class _MaskedDecay:
 
 
 class AdamW(_MaskedDecay, torch.optim.AdamW):
-    @staticmethod
-    def _decay(params: list[torch.Tensor], group: dict) -> None:
-        torch._foreach_mul_(params, 1 - group["lr"] * group["wd"])  # torch AdamW's decoupled decay
+    def _decay(self, params: list[torch.Tensor], group: dict) -> None:
+        decay = group["lr"] * group["wd"]
+        found = getattr(self, "found_inf", None)  # set when a fused step skips a non-finite one on the device
+        if found is not None:
+            decay = decay * (1 - found)  # a skipped step decays nothing either (no host sync to know)
+        torch._foreach_mul_(params, 1 - decay)  # torch AdamW's decoupled decay
 
 
 class SGD(_MaskedDecay, torch.optim.SGD):
-    @staticmethod
-    def _decay(params: list[torch.Tensor], group: dict) -> None:
-        torch._foreach_add_([p.grad for p in params], params, alpha=group["wd"])  # torch SGD's L2 term
+    def _decay(self, params: list[torch.Tensor], group: dict) -> None:
+        # torch SGD's L2 term goes into the gradient, so a step the fused kernel skips applies none of it.
+        torch._foreach_add_([p.grad for p in params], params, alpha=group["wd"])
 
 
 def build_optimizer(

@@ -22,6 +22,9 @@ from harness.plan import lr as lrs
 from harness.plan import schedules
 
 PLAN_VERSION = 1
+# fastai's fine_tune starts its unfrozen phase with a fresh optimizer: ``unfreeze()`` is ``freeze_to(0)``,
+# which calls ``opt.clear_state()``. The other strategies keep the moments of params already training.
+DEFAULT_OPTIMIZER_STATE = {"full_unfreeze": "reset"}
 
 
 @dataclass
@@ -201,7 +204,8 @@ def compile_plan(strategy_cfg: Mapping, schedule_cfg: Mapping, groups: list[str]
     """The plan for ``strategy_cfg`` on a model with ``groups``; all checks happen here, before training."""
     # Every key of the strategy, present and allowed: the compilers below read them as given.
     strategy_cfg = schema.check_values("strategy", strategy_cfg, unknown=True, missing=True)
-    name, bn, state = strategy_cfg["name"], strategy_cfg["bn"], strategy_cfg["optimizer_state"]
+    name, bn = strategy_cfg["name"], strategy_cfg["bn"]
+    state = strategy_cfg.get("optimizer_state", DEFAULT_OPTIMIZER_STATE.get(name, "keep"))
     phases = COMPILERS[name](strategy_cfg, list(groups), schedules.check(schedule_cfg))
     notes = []
     if len(phases) > 1:
