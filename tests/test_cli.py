@@ -78,3 +78,12 @@ def test_unknown_config_option_names_the_choices(tmp_path, group, value):
     done = harness(*TINY, f"{group}={value}", root=tmp_path)
     assert done.returncode != 0
     assert f"Could not find '{group}/{value}'" in done.stderr and "Available options" in done.stderr
+
+
+@pytest.mark.parametrize("preset", ["experiment=transferability_quick", "search=finetune_lr"])
+def test_a_sweep_preset_without_minus_m_is_one_line_telling_to_add_it(tmp_path, preset):
+    done = harness(preset, "threads=1", root=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "add -m (python -m harness.train -m " + preset in lines[0]
+    assert not any(tmp_path.iterdir())  # no job ran, no folder was made
