@@ -79,11 +79,13 @@ def main(cfg: DictConfig) -> float | None:
         discard_unused_folder(Path(output_dir))
         sys.exit(2)
     metrics = result["metrics"]
-    print(
+    lines = [
         f"{result['status']}: val_acc {percent(metrics['val_acc'])}, test_acc {percent(metrics['test_acc'])}"
-        f"\nresult: {os.path.join(output_dir, record.RECORD_NAME)}",
-        flush=True,
-    )
+    ]
+    if result.get("checkpoint"):  # what `init.from=` takes to start another run from this one
+        lines.append(f"checkpoint: {result['checkpoint']}")
+    lines.append(f"result: {os.path.join(output_dir, record.RECORD_NAME)}")
+    print("\n".join(lines), flush=True)
     if result["status"] == "failed" and not _is_multirun():
         print(f"error: run failed: {result['reason']}", file=sys.stderr, flush=True)
         sys.exit(1)
