@@ -36,6 +36,14 @@ OPEN_ATTEMPTS = 5
 ATTR_KEY = "freezelab"  # study user attribute: what jobs need to know about the search (pruner, objectives)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 OWNER_KEY = "freezelab_owner"  # trial system attribute: the worker process that runs it (host, pid, start)
+# trial system attribute: the job training it (host, pid, SLURM job id) and whether that job beats for it now
+JOB_KEY = "freezelab_job"
+
+
+def job_beats(storage, trial_id: int) -> bool:
+    """Whether the trial's job sends its heartbeats itself now (it runs; harness/search/trial_hook.py)."""
+    note = storage.get_trial_system_attrs(trial_id).get(JOB_KEY) or {}
+    return bool(note.get("beating"))
 
 
 @contextmanager
