@@ -10,6 +10,7 @@ accounting (``sacct``). Where the Debian packages are missing the tests fail and
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -129,8 +130,15 @@ def job_logs(sweep: Path) -> dict[str, str]:
 
 
 def accounting(cluster: SlurmCluster, since: set[str]) -> dict[str, str]:
-    """{job id: state} of the jobs submitted since ``since`` was taken."""
-    return {j["JobID"]: j["State"] for j in cluster.jobs() if j["JobID"] not in since}
+    """{job id: state} of the jobs submitted since ``since`` was taken, once they all ended (a sweep returns
+    when a job's result is written; the job itself may still be exiting)."""
+
+    def ended() -> dict[str, str] | None:
+        jobs = {j["JobID"]: j["State"] for j in cluster.jobs() if j["JobID"] not in since}
+        busy = ("RUNNING", "PENDING", "COMPLETING", "REQUEUED")
+        return None if any(state.startswith(busy) for state in jobs.values()) else jobs
+
+    return wait_for("the jobs to end in the accounting", ended, 60)
 
 
 def history(record: dict) -> list[tuple]:
@@ -185,30 +193,61 @@ def test_transferability_grid_runs_as_slurm_jobs_and_trains_each_base_once(clust
 # ------------------------------------------------------------------------------------------------- search
 
 
-def test_search_runs_trials_as_slurm_jobs_with_pruning_and_best_yaml(cluster, tmp_path, postgres_url):  # noqa: F811
+def readme_cluster_command() -> list[str]:
+    """The overrides of the README's cluster command (its block that starts with ``# the cluster command``)."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("# the cluster command\n", 1)[1].split("```", 1)[0]
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:4] == ["python", "-m", "harness.train", "-m"], words
+    return words[4:]
+
+
+def test_readme_cluster_command_runs_trials_as_slurm_jobs_with_pruning_and_best_yaml(
+    cluster,
+    tmp_path,
+    postgres_url,  # noqa: F811
+):
     before = {j["JobID"] for j in cluster.jobs()}
     out = tmp_path / "outputs"
     log = tmp_path / "search.log"
+    # The README's command as written, with this cluster's partition, sizes, folder and database put in.
+    ours = {
+        "hydra.launcher.partition": PARTITION,
+        "hydra.launcher.timeout_min": "60",
+        "hydra.launcher.cpus_per_task": "1",
+        "hydra.launcher.gpus_per_node": "null",
+        "paths.output_root": str(out),
+        "search.storage": postgres_url,
+        "search.n_trials": "4",
+    }
+    command = []
+    for word in readme_cluster_command():
+        key = word.split("=", 1)[0]
+        command.append(f"{key}={ours.pop(key)}" if key in ours else word)
+    assert not ours, f"the README's command no longer sets {sorted(ours)}"
+    assert command[:2] == ["launcher=slurm", "search=finetune_lr"]
     # A grid in a fixed order: two good rates first, then two that cannot learn, which the median pruner
     # (one finished trial is enough) stops after their first epoch.
-    proc = start(
-        cluster,
-        log,
-        "search=finetune_lr",
-        "search.n_trials=4",
-        f"search.storage={postgres_url}",
-        "search.study_name=slurm_search",
-        "search.sampler.name=grid",
-        "search.pruner.n_startup_trials=1",
-        "hydra.launcher.array_parallelism=2",
-        *TINY_DATA,
-        *TINY_MODEL,
-        "strategy.freeze_epochs=1",
-        "strategy.epochs=2",
-        "strategy.lr_mult=10",
-        "strategy.base_lr=choice(3e-2,1e-1,1e-7,1e-8)",
-        "checkpoint.save=false",
-        f"paths.output_root={out}",
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.train", "-m", *command, "hydra.launcher.mem_gb=null"]
+        + [
+            "search.study_name=slurm_search",
+            "search.sampler.name=grid",
+            "search.pruner.n_startup_trials=1",
+            "hydra.launcher.array_parallelism=2",
+            *TINY_DATA,
+            *TINY_MODEL,
+            "strategy.freeze_epochs=1",
+            "strategy.epochs=2",
+            "strategy.lr_mult=10",
+            "strategy.base_lr=choice(3e-2,1e-1,1e-7,1e-8)",
+            "checkpoint.save=false",
+        ],
+        cwd=REPO,
+        env={**env(), **cluster.env},
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     text = finish(proc, log)
     study = load_study(postgres_url, "slurm_search")
@@ -283,6 +322,7 @@ def test_scancel_of_a_running_trial_fails_it_and_retries_it_from_its_checkpoint(
 
 def test_preempted_job_checkpoints_is_requeued_and_ends_with_the_uninterrupted_numbers(cluster, tmp_path):
     started = time.time()
+    before = {j["JobID"] for j in cluster.jobs()}
     run = [*SLOW_RUN, "epochs=8", "strategy=never"]
     reference = subprocess.Popen(  # the same run, uninterrupted, outside SLURM, meanwhile
         [sys.executable, "-m", "harness.train", *run, f"paths.output_root={tmp_path / 'reference'}"],
@@ -328,7 +368,7 @@ def test_preempted_job_checkpoints_is_requeued_and_ends_with_the_uninterrupted_n
     assert history(resumed) == history(uninterrupted)  # every epoch's numbers, exactly
     assert resumed["metrics"] == uninterrupted["metrics"]
     assert job_log.count("- Requeued job") == 1 and resumed["status"] == "ok"
-    assert [j["State"] for j in cluster.jobs() if j["JobID"] == job] == ["COMPLETED"]
+    assert accounting(cluster, before) == {job: "COMPLETED"}  # one job, requeued in place, no second one
 
 
 # ------------------------------------------------------------------------------------------- a dead node

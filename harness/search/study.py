@@ -313,9 +313,10 @@ def fail_dead_owned(study: optuna.Study, retry: int) -> list[FrozenTrial]:
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> None:
     """Queue the point of a trial whose worker died as a new WAITING trial, at most ``max_retry`` times in all
     (``retry_history`` lists the trials it replaces, ``failed_trial`` the first). Like Optuna's
-    RetryHeartbeatStaleTrialCallback, but the dead worker's owner note and failure reason are not copied: the
-    worker that picks the retry up must not look dead for the moment before it writes its own note."""
-    system = {k: v for k, v in trial.system_attrs.items() if k != OWNER_KEY}
+    RetryHeartbeatStaleTrialCallback, but the dead worker's owner note, its job's note and the failure reason
+    are not copied: the worker that picks the retry up must not look dead for the moment before it writes its
+    own note, nor take the dead job's "beating" for its own job's."""
+    system = {k: v for k, v in trial.system_attrs.items() if k not in (OWNER_KEY, JOB_KEY)}
     history = [*system.get("retry_history", []), trial.number]
     if len(history) > max_retry:
         return
