@@ -111,7 +111,7 @@ def requeue_on_signal(warning_s: float | None = None):
     signum = preempt_signal()
     _state.previous = signal.signal(signum, _note)
     _state.signum, _state.active, _state.pending = signum, True, None
-    _state.warning_s = float(warning_s or DEFAULT_WARNING_S)
+    _state.warning_s = float(DEFAULT_WARNING_S if warning_s is None else warning_s)
     try:
         yield
     except Preempted as stop:
