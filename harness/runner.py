@@ -21,6 +21,8 @@ from harness.engine import checkpoint
 from harness.engine.hooks import Hook, StopRun
 from harness.engine.logger import build_logger_hooks
 from harness.engine.loop import Run, enter_phase, fit
+from harness.engine.preempt import Preempted, PreemptHook
+from harness.engine.preempt import active as preemption_watched
 from harness.engine.progress import ProgressHook
 from harness.errors import ConfigError, NumericalError
 from harness.store import RunStore, mark_started, reused_record
@@ -67,6 +69,10 @@ def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
         from harness.search.trial_hook import TrialHook
 
         hooks.append(TrialHook(cfg.trial))
+    # [cluster] Last, so every other hook has seen the epoch: a SLURM job's warning signal ends the run at the
+    # next safe point, checkpoint saved, and the job is requeued (harness/engine/preempt.py).
+    if preemption_watched():
+        hooks.append(PreemptHook())
     return hooks
 
 
@@ -154,6 +160,10 @@ def train_once(
         fit(run)
     except StopRun as stop:
         status, reason = stop.status, stop.reason
+    except Preempted:  # not finished: no record; the requeued job continues from the checkpoint
+        for hook in run.hooks:
+            hook.on_run_interrupted(run)
+        raise
     except NumericalError as e:
         status, reason = "failed", f"NumericalError: {e}"
     except Exception as e:  # a sweep must go on: the record says what happened

@@ -20,6 +20,7 @@ from harness.config.cli import run_entry_point
 from harness.config.compose import CONF_DIR as CONF_PATH
 from harness.config.schema import check_config
 from harness.console import percent
+from harness.engine.preempt import requeue_on_signal
 from harness.errors import ConfigError
 from harness.runner import prepare, run_job
 
@@ -56,6 +57,14 @@ def _output_dir() -> str:
     return HydraConfig.get().runtime.output_dir
 
 
+def _warning_s() -> float | None:
+    """How long before the kill SLURM's warning signal comes (hydra.launcher.signal_delay_s), if known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    value = (HydraConfig.get().get("launcher") or {}).get("signal_delay_s")
+    return float(value) if value else None
+
+
 def _is_multirun() -> bool:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
@@ -67,7 +76,10 @@ def _is_multirun() -> bool:
 def main(cfg: DictConfig) -> float | None:
     output_dir = _output_dir()
     try:
-        result = train(cfg, output_dir)
+        # In a SLURM job: a preemption signal checkpoints and stops the run, and the job is requeued to
+        # continue it (harness/engine/preempt.py); elsewhere this does nothing.
+        with requeue_on_signal(_warning_s()):
+            result = train(cfg, output_dir)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         if _is_multirun():  # this job is bad; the other jobs of the sweep still run, and its record says why

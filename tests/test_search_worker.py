@@ -546,3 +546,59 @@ def test_outputs_are_rewritten_after_every_trial_and_best_yaml_reruns_the_best(t
         and f"trials table: {tmp_path / TABLE_NAME}" in messages
     )
     assert "search 's' stopped: the study has its 3 trials; 3 trials: 3 complete" in messages
+
+
+# --- jobs the cluster loses (tests/test_slurm.py does it for real) -------------------------------------------
+
+
+def test_a_lost_job_fails_its_trial_with_the_reason_and_its_point_runs_again(tmp_path):
+    from harness.search.worker import JobLost
+
+    def behave(job):
+        if job.number == 0:
+            raise JobLost("SLURM job state CANCELLED by 0: job 7 has not produced any output")
+        write_record(job)
+
+    worker, messages = make_worker(tmp_path, Jobs(behave), n_trials=2, retry_stale=1)
+    worker.run()
+    t = trials(tmp_path)
+    assert [x.state for x in t] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
+    assert t[0].user_attrs["reason"].startswith("its job was lost: SLURM job state CANCELLED")
+    assert t[1].system_attrs["failed_trial"] == 0 and t[1].params == t[0].params  # the same point again
+    assert t[2].params != t[0].params  # then the study goes on: 2 trials counted, the retried one once
+    assert any("queued again" in m for m in messages)
+
+
+def test_a_job_that_stops_beating_is_failed_retried_and_cancelled(tmp_path):
+    """The job beats for its trial (its note says so); when the beats stop, the watch fails the trial, queues
+    it again and cancels the job, which releases the slot."""
+    cancelled, release = [], threading.Event()
+
+    def behave(job):
+        if job.number == 0:
+            storage = studies.open_storage(f"sqlite:///{tmp_path / 'study.db'}")
+            tid = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), 0)
+            storage.set_trial_system_attr(
+                tid, studies.JOB_KEY, {"host": "n1", "slurm_job": "7", "beating": True}
+            )
+            assert release.wait(30), "the dead job was never cancelled"
+            from harness.search.worker import JobLost
+
+            raise JobLost("SLURM job state CANCELLED by 0")
+        write_record(job)
+
+    def cancel(job, note):
+        cancelled.append((job.number, note["slurm_job"]))
+        release.set()
+
+    worker, messages = make_worker(
+        tmp_path, Jobs(behave), n_trials=1, retry_stale=1, heartbeat_interval=1, grace_period=2
+    )
+    worker.cancel = cancel
+    worker.run()
+    t = trials(tmp_path)
+    assert cancelled == [(0, "7")]
+    assert [x.state for x in t] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert "stopped sending heartbeats" in t[0].user_attrs["reason"]
+    assert t[1].system_attrs["failed_trial"] == 0 and studies.JOB_KEY not in t[1].system_attrs
+    assert any("was already finished in the study" in m for m in messages)  # the lost job's tell comes late

@@ -34,6 +34,9 @@ class Hook:
     def on_run_end(self, run, record: dict) -> None:
         """``record`` is the result record about to be written; a hook may add its own keys to it."""
 
+    def on_run_interrupted(self, run) -> None:
+        """The run stops without a record, to continue in another process (preempted: harness/engine/preempt.py)."""
+
 
 def call(hooks: list[Hook], method: str, *args) -> None:
     for hook in hooks:

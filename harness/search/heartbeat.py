@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -16,11 +17,21 @@ log = logging.getLogger(__name__)
 class Heartbeat:
     """Records a heartbeat every ``interval`` seconds for each trial id added, from ask to tell.
 
-    ``storage`` needs only ``record_heartbeat(trial_id)`` (Optuna's RDBStorage has it).
+    ``storage`` needs only ``record_heartbeat(trial_id)`` (Optuna's RDBStorage has it). ``skip(trial_id)``:
+    a trial not to beat for at this interval (its job beats for itself, harness/search/trial_hook.py);
+    ``on_tick()``: called after every interval's beats (the worker's watch for jobs that stopped beating).
     """
 
-    def __init__(self, storage, interval: float):
+    def __init__(
+        self,
+        storage,
+        interval: float,
+        *,
+        skip: Callable[[int], bool] | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ):
         self.storage, self.interval = storage, interval
+        self.skip, self.on_tick = skip, on_tick
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -58,4 +69,17 @@ class Heartbeat:
     def _run(self) -> None:
         while not self._stopped.wait(self.interval):
             for trial_id in self.ids:
+                if self.skip is not None and self._skipped(trial_id):
+                    continue
                 self._beat(trial_id)
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception as e:  # the watch must not stop the beats
+                    log.warning("heartbeat watch failed: %s", e)
+
+    def _skipped(self, trial_id: int) -> bool:
+        try:
+            return bool(self.skip(trial_id))
+        except Exception:  # cannot tell: beat, as before
+            return False

@@ -36,6 +36,14 @@ OPEN_ATTEMPTS = 5
 ATTR_KEY = "freezelab"  # study user attribute: what jobs need to know about the search (pruner, objectives)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 OWNER_KEY = "freezelab_owner"  # trial system attribute: the worker process that runs it (host, pid, start)
+# trial system attribute: the job training it (host, pid, SLURM job id) and whether that job beats for it now
+JOB_KEY = "freezelab_job"
+
+
+def job_beats(storage, trial_id: int) -> bool:
+    """Whether the trial's job sends its heartbeats itself now (it runs; harness/search/trial_hook.py)."""
+    note = storage.get_trial_system_attrs(trial_id).get(JOB_KEY) or {}
+    return bool(note.get("beating"))
 
 
 @contextmanager
@@ -305,9 +313,10 @@ def fail_dead_owned(study: optuna.Study, retry: int) -> list[FrozenTrial]:
 def requeue(study: optuna.Study, trial: FrozenTrial, max_retry: int) -> None:
     """Queue the point of a trial whose worker died as a new WAITING trial, at most ``max_retry`` times in all
     (``retry_history`` lists the trials it replaces, ``failed_trial`` the first). Like Optuna's
-    RetryHeartbeatStaleTrialCallback, but the dead worker's owner note and failure reason are not copied: the
-    worker that picks the retry up must not look dead for the moment before it writes its own note."""
-    system = {k: v for k, v in trial.system_attrs.items() if k != OWNER_KEY}
+    RetryHeartbeatStaleTrialCallback, but the dead worker's owner note, its job's note and the failure reason
+    are not copied: the worker that picks the retry up must not look dead for the moment before it writes its
+    own note, nor take the dead job's "beating" for its own job's."""
+    system = {k: v for k, v in trial.system_attrs.items() if k not in (OWNER_KEY, JOB_KEY)}
     history = [*system.get("retry_history", []), trial.number]
     if len(history) > max_retry:
         return

@@ -5,6 +5,11 @@ hook re-attaches to that trial through the storage (from any process or machine)
 accuracy after every epoch and, when the study's pruner says so, ends the run with
 ``StopRun("pruned", ...)``: the record then says ``status: pruned`` and ``stopped_epoch``.
 
+While it trains, the job also sends its trial's heartbeats itself (the sweeper stops beating for it; its
+note ``freezelab_job`` in the trial says where the job runs): a job whose machine dies then falls silent and
+the sweeper fails and retries its trial (harness/search/worker.py, ``Worker.watch_jobs``), where beats from
+the sweeper would have kept it RUNNING for ever.
+
 The storage is opened once per process and URL (:func:`shared_storage`), not once per job: with the basic
 launcher every trial of a sweep runs in the sweeper's process, and a storage per job grew that process by
 ~0.1 MB per trial, ~10 MB by the 100th (see :func:`shared_storage`; measured with ``python -m benchmarks.soak``).
@@ -64,6 +69,8 @@ class TrialHook(Hook):
         )
         self.pruner = "none"
         self.reported = 0
+        self.beats = None  # this job's heartbeat for its trial, while it trains
+        self.storage = self.trial_id = None
 
     def on_run_start(self, run) -> None:
         import optuna
@@ -81,6 +88,8 @@ class TrialHook(Hook):
         )
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.number)
         self.trial = optuna.trial.Trial(study, trial_id)
+        if info.get("heartbeat_interval"):
+            self._start_beating(storage, trial_id, float(info["heartbeat_interval"]))
         objectives = info.get("objectives") or ["val_acc"]
         # Optuna reports intermediate values for single-objective studies only.
         if len(objectives) == 1:
@@ -111,9 +120,40 @@ class TrialHook(Hook):
                 "pruned", f"pruned by the {self.pruner} pruner after epoch {epoch}: {self.metric} {value:.4f}"
             )
 
+    def _start_beating(self, storage, trial_id: int, interval: float) -> None:
+        from harness.engine.preempt import slurm_job_id
+        from harness.search import study as studies
+        from harness.search.heartbeat import Heartbeat
+
+        self.storage, self.trial_id = storage, trial_id
+        note = {**studies.owner_note(), "slurm_job": slurm_job_id(), "beating": True}
+        storage.set_trial_system_attr(trial_id, studies.JOB_KEY, note)
+        self.beats = Heartbeat(storage, interval)
+        self.beats.start()
+        self.beats.add(trial_id)
+
+    def _stop_beating(self) -> None:
+        """The sweeper beats again until it tells the trial (or until a requeued job takes over)."""
+        if self.beats is None:
+            return
+        from harness.search import study as studies
+
+        self.beats.stop()
+        self.beats = None
+        try:
+            note = self.storage.get_trial_system_attrs(self.trial_id).get(studies.JOB_KEY) or {}
+            self.storage.set_trial_system_attr(self.trial_id, studies.JOB_KEY, {**note, "beating": False})
+        except Exception:  # finished meanwhile (stale): nothing left to hand back
+            pass
+
+    def on_run_interrupted(self, run) -> None:
+        self._stop_beating()
+        self.trial = None
+
     def on_run_end(self, run, record: dict) -> None:
         from harness.search.study import redact
 
+        self._stop_beating()
         record["trial"] = {
             "study": self.study_name,
             "number": self.number,

@@ -18,6 +18,12 @@ What a worker does (README "Search"):
 - **Resume.** A point already tried is answered from the study instead of running again; RUNNING trials of a
   dead worker are failed (at once when it ran on this machine, else once its heartbeats stop) and queued again
   ``retry_stale`` times.
+- **Jobs that die.** A running job beats for its own trial (harness/search/trial_hook.py), the worker for the
+  trials whose job is queued or done. A job that stops beating (its node died) is failed by the worker's
+  watch each heartbeat interval, queued again ``retry_stale`` times and cancelled (``cancel``), so its slot
+  goes on. A job killed from outside (``scancel``, a node failure the cluster saw) makes the launch raise
+  :class:`JobLost`: FAIL with the reason and queued again the same way. The retry's job continues the run
+  from its checkpoint (the same run identity, harness/store.py).
 - **Outputs.** ``trials.csv`` and ``best.yaml`` are rewritten after every trial (harness/search/outputs.py).
 """
 
@@ -47,6 +53,12 @@ def say(message: str) -> None:
 
 class SearchStopped(RuntimeError):
     """This worker stopped because too many of its trials failed (``max_failures``)."""
+
+
+class JobLost(RuntimeError):
+    """Raised by a launch whose job ended without a result because something outside it stopped it
+    (cancelled, its node failed, out of time with no requeue left): the trial is FAIL with this reason and
+    queued again (``retry_stale``), not a training failure."""
 
 
 class StopKind(Enum):
@@ -140,7 +152,13 @@ def open_search(
             f"search: Optuna cannot prune multi-objective trials ({len(settings.objectives)} objectives): "
             "pruner off"
         )
-    study.set_user_attr(studies.ATTR_KEY, {"pruner": pruner, "objectives": list(settings.objectives)})
+    # heartbeat_interval: how often a running job beats for its own trial (harness/search/trial_hook.py)
+    info = {
+        "pruner": pruner,
+        "objectives": list(settings.objectives),
+        "heartbeat_interval": int(settings.heartbeat_interval),
+    }
+    study.set_user_attr(studies.ATTR_KEY, info)
     return study, storage
 
 
@@ -164,6 +182,8 @@ class Launched:
 
 
 Launch = Callable[[Job], Launched | None]
+# Cancel a job whose trial was failed for silence (its node died): (job, the job's note in the study).
+Cancel = Callable[[Job, Mapping[str, Any]], None]
 
 
 @dataclass
@@ -188,15 +208,17 @@ class Worker:
         base_overrides: Sequence[str] = (),
         job_folder: Callable[[int], Path] | None = None,
         space_cfg: Any = None,
+        cancel: Cancel | None = None,
         echo: Callable[[str], None] = say,
     ):
         """``space``: a :class:`harness.search.space.SearchSpace` (``suggest``, ``size``, ``grid``, ``describe``);
         ``base_overrides``: what every job gets; ``job_folder(number)``: where the launcher puts job ``number``
-        (default ``<sweep_dir>/trial_<number>``); ``space_cfg``: passed to a custom search space function."""
+        (default ``<sweep_dir>/trial_<number>``); ``space_cfg``: passed to a custom search space function;
+        ``cancel``: stops the job of a trial failed because its job stopped beating."""
         self.study, self.storage, self.space, self.s, self.launch = study, storage, space, settings, launch
         self.base = tuple(base_overrides)
         self.job_folder = job_folder or (lambda number: settings.sweep_dir / f"trial_{number}")
-        self.space_cfg, self.echo = space_cfg, echo
+        self.space_cfg, self.echo, self.cancel = space_cfg, echo, cancel
         self.study_id = storage.get_study_id_from_name(settings.study_name)
         # Written on each trial this worker runs: a rerun on this machine sees at once that it died.
         self.owner = studies.owner_note()
@@ -216,7 +238,12 @@ class Worker:
         done = studies.counted(self.study.get_trials(deepcopy=False))
         slots = max(1, min(int(slots), self.s.n_trials - done))
         self._print_header(done, slots)
-        self.heartbeat = Heartbeat(self.storage, float(self.s.heartbeat_interval))
+        self.heartbeat = Heartbeat(
+            self.storage,
+            float(self.s.heartbeat_interval),
+            skip=lambda trial_id: studies.job_beats(self.storage, trial_id),
+            on_tick=self.watch_jobs,
+        )
         self.heartbeat.start()
         try:
             self._run_slots(slots)
@@ -291,7 +318,9 @@ class Worker:
         if size is not None and len({_key(t.params) for t in studies.tried(trials)}) >= size:
             self._stop(StopKind.SPACE_TRIED, f"all {size} points of the space are tried")
             return None
-        if self.s.grid:
+        # A queued retry (a dead worker's or a lost job's trial) is asked first; a grid point is queued only
+        # when none waits, or it would be left WAITING once the study has its n_trials.
+        if self.s.grid and not any(t.state == TrialState.WAITING for t in trials):
             point = studies.untried_grid_point(self.space, trials)
             if point is None:
                 self._stop(StopKind.GRID_TAKEN, "every grid point is tried or running")
@@ -375,7 +404,10 @@ class Worker:
         job = running.job
         folder = Path(launched.folder) if launched.folder else job.folder
         result = read_outcome(folder, list(self.s.objectives), number=job.number, study=self.s.study_name)
-        if error is not None and result.state is State.FAIL:
+        lost = isinstance(error, JobLost) and result.state is State.FAIL
+        if lost:
+            result = Outcome(State.FAIL, reason=f"its job was lost: {error}", attrs=result.attrs)
+        elif error is not None and result.state is State.FAIL:
             reason = f"the launcher failed: {type(error).__name__}: {error}"
             result = Outcome(State.FAIL, reason=reason, attrs=result.attrs)
         elif launched.error is not None and result.state is State.FAIL:
@@ -385,7 +417,7 @@ class Worker:
         if str(folder) != str(job.folder):
             attrs["folder"] = str(folder)
         with self.lock:
-            self._tell(
+            told = self._tell(
                 running.trial,
                 result.state.trial_state,
                 values=result.values,
@@ -393,6 +425,8 @@ class Worker:
                 attrs=attrs,
             )
             self.heartbeat.discard(running.trial_id)
+            if lost and told:
+                self._retry(running, result)
             self.in_flight.pop(job.number, None)
             if result.state is State.FAIL:
                 self.failures += 1
@@ -413,7 +447,8 @@ class Worker:
         values: Sequence[float] | None = None,
         reason: str | None = None,
         attrs: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> bool:
+        """Tell the study; False when the trial was already finished there (marked stale meanwhile)."""
         try:
             for key, value in (attrs or {}).items():
                 trial.set_user_attr(key, value)
@@ -423,12 +458,57 @@ class Worker:
                 self.study.tell(trial, values)
             else:
                 self.study.tell(trial, state=state)
+            return True
         except optuna.exceptions.UpdateFinishedTrialError:
             # Another worker declared this trial stale meanwhile (a heartbeat interval too short for this
             # machine's load?): its FAIL stands, the job's result is in its folder.
             self.echo(
                 f"[trial {trial.number}] was already finished in the study (marked stale); result not told"
             )
+            return False
+
+    def _retry(self, running: _Running, result: Outcome) -> None:
+        """A trial whose job was lost: its point is queued again (``retry_stale`` times in all)."""
+        frozen = self.storage.get_trial(running.trial_id)
+        before = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        studies.requeue(self.study, frozen, int(self.s.retry_stale))
+        queued = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))) > before
+        what = f"queued again (search.retry_stale={self.s.retry_stale})" if queued else "not retried again"
+        self.echo(f"[trial {running.job.number}] {what}: its run continues from its checkpoint")
+
+    def watch_jobs(self) -> list[FrozenTrial]:
+        """Every heartbeat interval: the trials in flight whose job beats for itself but stopped (its node
+        died) become FAIL with the reason, are queued again (the storage's stale callback, ``retry_stale``)
+        and their jobs are cancelled, so the slots waiting on them go on."""
+        with self.lock:
+            running = {r.trial_id: r for r in self.in_flight.values()}
+            if not running or not any(studies.job_beats(self.storage, tid) for tid in running):
+                return []
+            silent = [tid for tid in self.storage._get_stale_trial_ids(self.study_id) if tid in running]
+            notes = {}
+            for tid in silent:
+                note = self.storage.get_trial_system_attrs(tid).get(studies.JOB_KEY) or {}
+                where = (
+                    f"SLURM job {note['slurm_job']}" if note.get("slurm_job") else f"pid {note.get('pid')}"
+                )
+                notes[tid] = (note, f"its job ({where} on {note.get('host')}) stopped sending heartbeats")
+                try:
+                    self.storage.set_trial_user_attr(tid, "reason", notes[tid][1] + " (its node died?)")
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    pass
+            stale = [t for t in studies.fail_stale(self.study) if t._trial_id in notes] if notes else []
+        for t in stale:
+            note, why = notes[t._trial_id]
+            again = (
+                f" and queued again (search.retry_stale={self.s.retry_stale})" if self.s.retry_stale else ""
+            )
+            self.echo(f"[trial {t.number}] FAIL {why} (node down?): marked FAIL{again}; cancelling the job")
+            if self.cancel is not None:
+                try:
+                    self.cancel(running[t._trial_id].job, note)
+                except Exception as e:
+                    self.echo(f"[trial {t.number}] could not cancel its job: {type(e).__name__}: {e}")
+        return stale
 
     def _abandon_in_flight(self) -> None:
         """On Ctrl-C or an error: trials this worker launched and will never tell become FAIL now, rather than

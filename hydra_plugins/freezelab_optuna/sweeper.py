@@ -79,6 +79,7 @@ class FreezelabOptunaSweeper(Sweeper):
             base_overrides=base_overrides,
             job_folder=self._job_folder,
             space_cfg=self.config,
+            cancel=_scancel if _is_slurm(self.launcher) else None,
         )
         search_worker.run(self._slots(search))
         return [self.returns]
@@ -125,7 +126,10 @@ class FreezelabOptunaSweeper(Sweeper):
         """The worker's launch function: one job through Hydra's launcher, in the folder Hydra gives it."""
         from harness.search.worker import Launched
 
-        ret = self.launcher.launch([list(job.overrides)], initial_job_idx=job.number)[0]
+        try:
+            ret = self.launcher.launch([list(job.overrides)], initial_job_idx=job.number)[0]
+        except Exception as e:
+            raise _lost(e) or e from None
         folder = _output_dir(ret)
         # Keep the return without its two full configs (~0.25 MB a trial): a 1,000-trial search in one
         # process would otherwise hold every job's config until it ends (python -m benchmarks.soak).
@@ -140,6 +144,37 @@ class FreezelabOptunaSweeper(Sweeper):
             cfg.hydra.job.num = number
             cfg.hydra.job.id = f"{cfg.hydra.job.name}_{number}"
         return self.sweep_dir / str(cfg.hydra.sweep.subdir)
+
+
+def _is_slurm(launcher) -> bool:
+    return type(launcher).__name__ == "SlurmLauncher"
+
+
+def _lost(error: Exception):
+    """A submitit job that ended without a result because it was stopped from outside (cancelled, its node
+    failed, out of time with no requeue left), as the worker's JobLost; None for anything else."""
+    from harness.search.worker import JobLost
+
+    try:
+        from submitit.core.utils import FailedJobError, UncompletedJobError
+    except ImportError:
+        return None
+    text = str(error)
+    if isinstance(error, UncompletedJobError) or (
+        isinstance(error, FailedJobError) and "UncompletedJobError" in text
+    ):
+        state = text.split("(state: ", 1)[1].split(")", 1)[0] if "(state: " in text else None
+        first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+        return JobLost(f"SLURM job state {state}: {first}" if state else first)
+    return None
+
+
+def _scancel(job, note) -> None:
+    """Cancel the SLURM job a trial's job note names (the worker's ``cancel``)."""
+    import subprocess
+
+    if note.get("slurm_job"):
+        subprocess.run(["scancel", str(note["slurm_job"])], capture_output=True, timeout=60)
 
 
 def _output_dir(ret: JobReturn) -> str | None:
