@@ -226,7 +226,7 @@ def test_a_transfer_treatment_sweeps_its_own_network(make_cfg, tmp_path):
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        (["+lr_find.nm_it=5"], "did you mean lr_find.num_it?"),
+        (["+lr_find.nm_it=5"], "did you mean num_it?"),
         (["lr_find.start_lr=1", "lr_find.end_lr=0.1"], "lr_find.start_lr=1 must be below lr_find.end_lr=0.1"),
         # checked before a transfer treatment's bases would train
         (

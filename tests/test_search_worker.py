@@ -539,7 +539,7 @@ def test_outputs_are_rewritten_after_every_trial_and_best_yaml_reruns_the_best(t
     lr = trials(tmp_path)[1].params["lr"]
     assert best["trial"] == 1 and best["values"] == {"val_acc": 0.9}
     assert best["overrides"] == ["epochs=2", f"lr={lr!r}"]  # what re-runs it: no trial.* overrides
-    assert best["command"] == f"python -m harness.train epochs=2 lr={lr!r}"
+    assert best["command"] == f"python -m harness.train epochs=2 lr={lr!r} hydra/sweeper=basic"
     assert best["folder"] == str(tmp_path / "trial_1")
     assert (
         f"best.yaml: {tmp_path / BEST_NAME}" in messages

@@ -85,7 +85,8 @@ def best_trials(study: optuna.Study, objectives: Sequence[str]) -> list[FrozenTr
 
 
 def rerun_command(overrides: Sequence[str]) -> str:
-    return "python -m harness.train " + " ".join(shlex.quote(o) for o in overrides)
+    # hydra/sweeper=basic: one run of the trial's config, not the search its preset starts (which needs -m)
+    return "python -m harness.train " + " ".join(shlex.quote(o) for o in [*overrides, "hydra/sweeper=basic"])
 
 
 def best_document(study: optuna.Study, objectives: Sequence[str], storage_url: str) -> dict | None:
