@@ -258,7 +258,12 @@ def lr_find(
                 seed=run.shuffle_seed(epoch),  # the batches training would see first
                 device=run.device,
             )
+            # augmented as training augments them (data.augment on the device; its own generator)
+            seed = run.shuffle_seed(epoch) * 2 + 1
+            augment = run.augment.for_epoch(seed, run.device) if run.augment is not None else None
             for x, y in order:
+                if augment is not None:
+                    x = augment(x)
                 lr = exp_rate(start_lr, end_lr, len(lrs) / num_it)
                 set_rates(optimizer, ratios, lr, None)
                 optimizer.zero_grad(set_to_none=True)
