@@ -401,6 +401,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     print(describe(result))
     print(f"plot: {out / 'lr_find.png'}")
+    if cfg.strategy.get("name") == "full_unfreeze":  # fastai's lesson: fine_tune at lr_find's suggestion
+        task = " ".join(HydraConfig.get().overrides.task)
+        print(f"train: python -m harness.train {task} strategy.base_lr={result.valley:.2e}")
 
 
 if __name__ == "__main__":

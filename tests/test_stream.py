@@ -17,7 +17,9 @@ from tests.image_helpers import write_folder
 
 
 def folder_data(root, *overrides, out=None):
-    cfg = compose_config(["data=imagefolder", f"data.root={root}", "data.image_size=12", *overrides], root=out)
+    cfg = compose_config(
+        ["data=imagefolder", f"data.root={root}", "data.image_size=12", *overrides], root=out
+    )
     return load_data(cfg.data)
 
 
@@ -35,7 +37,7 @@ def test_streamed_equals_in_memory_and_keeps_its_workers(tmp_path):
         list(batches(streamed.train, 4, shuffle=True, seed=seed))
     loaders = streamed.train._loaders
     assert len(loaders) == 1
-    (loader, _), = loaders.values()
+    ((loader, _),) = loaders.values()
     assert loader.persistent_workers and loader.num_workers == 2
 
 
@@ -90,4 +92,4 @@ def test_unreadable_images_skipped_are_named_and_counted(tmp_path, capsys):
     broken = str((root / "bee" / "broken.png").resolve())
     assert result["data"]["skipped_images"] == [broken]
     assert result["data"]["train"] + result["data"]["val"] + result["data"]["test"] == 15
-    assert f"skipped 1 of 16 unreadable images (data.bad_images=skip" in capsys.readouterr().out
+    assert "skipped 1 of 16 unreadable images (data.bad_images=skip" in capsys.readouterr().out
