@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 
-def make_folder(root: Path, images: int, size: tuple[int, int], classes: int = 10) -> Path:
-    """``images`` JPEGs of ``size`` (w, h): smooth random colour fields (photo-like to a JPEG coder)."""
+def make_folder(root: Path, images: int, size: tuple[int, int], classes: int = 10, fmt: str = "jpg") -> Path:
+    """``images`` files of ``size`` (w, h): smooth random colour fields (photo-like to a JPEG coder)."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
@@ -41,7 +41,7 @@ def make_folder(root: Path, images: int, size: tuple[int, int], classes: int = 1
         folder.mkdir(parents=True, exist_ok=True)
         coarse = rng.integers(0, 256, (size[1] // 16 + 1, size[0] // 16 + 1, 3), dtype=np.uint8)
         image = Image.fromarray(coarse).resize(size, Image.BILINEAR)
-        image.save(folder / f"{i}.jpg", quality=90)
+        image.save(folder / f"{i}.{fmt}", **({"quality": 90} if fmt == "jpg" else {}))
     return root
 
 
@@ -116,6 +116,12 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000, help="generated JPEGs (without --root)")
     parser.add_argument("--source-size", default="320x240", help="generated images' WxH")
+    parser.add_argument(
+        "--format",
+        default="jpg",
+        choices=("jpg", "png"),
+        help="generated files (png: no decode-time downscale)",
+    )
     parser.add_argument("--root", help="a folder of yours (one subfolder per class) instead")
     parser.add_argument("--image-size", type=int, default=64, help="target side (pixels)")
     parser.add_argument("--batch", type=int, default=64)
@@ -128,7 +134,9 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="freezelab-stream-"))
     w, h = (int(v) for v in args.source_size.split("x"))
-    root = Path(args.root) if args.root else make_folder(work / "images", args.images, (w, h))
+    root = (
+        Path(args.root) if args.root else make_folder(work / "images", args.images, (w, h), fmt=args.format)
+    )
     resize = args.image_size  # ours: shorter side to image_size, center crop (no pretrained ratio here)
     pin = device.type == "cuda"
 
@@ -169,6 +177,7 @@ def main(argv=None) -> dict:
         "benchmark": "stream",
         "images": len(streamed),
         "source_size": None if args.root else args.source_size,
+        "format": None if args.root else args.format,
         "image_size": args.image_size,
         "batch": args.batch,
         "workers": args.workers,
