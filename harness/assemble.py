@@ -16,11 +16,13 @@ from omegaconf import DictConfig
 
 from harness.config import schema
 from harness.data import DataBundle, load_data
+from harness.data.augment import BatchAugment
 from harness.engine import checkpoint
 from harness.engine.early_stop import EarlyStop
 from harness.engine.loop import Run
 from harness.errors import ConfigError
 from harness.models import GroupedModel, build_model
+from harness.models.pretrained import preprocessing_of
 from harness.plan.freezing import split_group_params
 from harness.plan.strategies import compile_plan
 
@@ -122,11 +124,19 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     set_threads(cfg.get("threads"))
     set_determinism(cfg.get("deterministic", False))
     seed_everything(init_seed)
-    data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"))
+    # Pretrained weights bring their preprocessing (mean, std, input size): known before the data is read.
+    preprocessing = preprocessing_of(schema.check_values("model", cfg.model))
+    data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"), preprocessing=preprocessing)
     model = model_for(cfg.model, data)
     load_init(model, cfg.init, load=load_weights)
     params = split_group_params(model)
     plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
+    augment = data.augment["name"]
+    prefix_cache = bool(cfg.get("prefix_cache", True))
+    if augment != "none" and prefix_cache:
+        # A frozen prefix's output is the same every epoch only for the same input; augmented input is not.
+        plan.notes.append(f"prefix cache off: data.augment={augment} makes every epoch's input different")
+        prefix_cache = False
     speed = cfg.get("speed") or {}
     precision = str(speed.get("precision", "32"))
     channels_last = bool(speed.get("channels_last", False))
@@ -140,7 +150,9 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
         batch_size=int(cfg.batch_size),
         seed=init_seed,
         device=device,
-        prefix_cache=bool(cfg.get("prefix_cache", True)),
+        prefix_cache=prefix_cache,
+        # flip_translate runs on the device, batch by batch; rrc_flip_rotate in a streamed folder's workers
+        augment=BatchAugment(data.image_size) if augment == "flip_translate" else None,
         bf16=precision == "bf16",
         compile=bool(speed.get("compile", False)),
         test_every_epoch=bool(cfg.get("test_every_epoch", True)),

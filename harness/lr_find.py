@@ -258,7 +258,12 @@ def lr_find(
                 seed=run.shuffle_seed(epoch),  # the batches training would see first
                 device=run.device,
             )
+            # augmented as training augments them (data.augment on the device; its own generator)
+            seed = run.shuffle_seed(epoch) * 2 + 1
+            augment = run.augment.for_epoch(seed, run.device) if run.augment is not None else None
             for x, y in order:
+                if augment is not None:
+                    x = augment(x)
                 lr = exp_rate(start_lr, end_lr, len(lrs) / num_it)
                 set_rates(optimizer, ratios, lr, None)
                 optimizer.zero_grad(set_to_none=True)
@@ -396,6 +401,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     print(describe(result))
     print(f"plot: {out / 'lr_find.png'}")
+    if cfg.strategy.get("name") == "full_unfreeze":  # fastai's lesson: fine_tune at lr_find's suggestion
+        task = " ".join(HydraConfig.get().overrides.task)
+        print(f"train: python -m harness.train {task} strategy.base_lr={result.valley:.2e}")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,10 @@ def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_fi
             "train": len(run.data.train),
             "val": len(run.data.val),
             "test": len(run.data.test),
+            # what the images went through: normalisation (and its source), augmentation, streaming
+            "preprocessing": run.data.preprocessing,
+            "augment": run.data.augment,
+            **run.data.info,
         },
         "timing": {
             "seconds": seconds,

@@ -120,7 +120,14 @@ def files(tmp_path_factory):
     torch.save({"version": 1, "model": good}, root / "other_arch.pt")
     (root / "truncated.pt").write_bytes((root / "other_arch.pt").read_bytes()[:100])
     torch.save({"version": 0, "model": good}, root / "old.pt")
+    import timm
+    import torchvision
+
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), root / "tv_resnet34.pt")
+    torch.save(timm.create_model("test_vit").state_dict(), root / "timm_vit.pt")
     return {
+        "TV_RESNET34": root / "tv_resnet34.pt",
+        "TIMM_VIT": root / "timm_vit.pt",
         "EMPTY_CLASS": root / "empty_class",
         "CORRUPT": root / "corrupt",
         "OTHER_ARCH": root / "other_arch.pt",
@@ -302,6 +309,14 @@ KEYS = [
         "data.channels=2 is not 1 (grey) or 3 (RGB)",
     ),
     (["data=imagefolder", "data.root=FOLDER", "data.max_in_memory=-1"], "data.max_in_memory=-1 must be"),
+    (["data.normalize=imagenet"], "data.normalize='imagenet' is not a normalisation"),
+    (["data.augment=mixup"], "data.augment='mixup' is not an augmentation preset"),
+    (["data=imagefolder", "data.root=FOLDER", "data.workers=-1"], "data.workers=-1 must be an integer >= 0"),
+    (["data=imagefolder", "data.root=FOLDER", "data.cache=5"], "data.cache=5 must be a non-empty string"),
+    (
+        ["data=imagefolder", "data.root=FOLDER", "data.bad_images=ignore"],
+        "data.bad_images='ignore' is not what to do with unreadable images",
+    ),
     (["data=cifar10", "data.root=null"], "data.root=None must be a non-empty string"),
     (["data=cifar100", "data.download=yes"], "data.download='yes' must be true or false"),
     (
@@ -335,6 +350,14 @@ KEYS = [
     (["model=resnet34", "model.weights=5"], "model.weights=5 must be a non-empty string"),
     (["model=resnet50", "model.groups=body"], "model.groups='body' must be null or a non-empty list"),
     (["model=custom", "model.net=abc"], "model.net must be a mapping with '_target_'"),
+    (["model=resnet18", "model.download=yes"], "model.download='yes' must be true or false"),
+    (["model=timm", "model.arch=5"], "model.arch=5 must be a non-empty string"),
+    (["model=timm", "model.split=medium"], "model.split='medium' is not a split of timm's group_matcher"),
+    (["model=timm", "model.pretrained=1"], "model.pretrained=1 must be true or false"),
+    (["model=timm", "model.weights=5"], "model.weights=5 must be a non-empty string"),
+    (["model=timm", "model.download=1"], "model.download=1 must be true or false"),
+    (["model=timm", "model.drop_rate=1"], "model.drop_rate=1 must be a number >= 0 and < 1"),
+    (["model=timm", "model.groups=body"], "model.groups='body' must be null or a non-empty list"),
     (
         ["model=custom", "model.head=null"],
         "model.head=None must be the qualified name of the final nn.Linear",
@@ -439,6 +462,37 @@ def key_config(overrides: list[str], root) -> DictConfig:
     keys = PARSER.parse_overrides([o for o in overrides if o not in groups])
     ConfigLoaderImpl._apply_overrides_to_config(keys, cfg)
     return cfg
+
+
+# Pretrained backbones, augmentation, image folders (issue 16): checks that need the model, its weights or the
+# images. Composed as KEYS are (another model than the tiny convnet), with the catalogue's files.
+WORKLOADS = [
+    (
+        ["model=resnet18", "model.weights=IMAGENET1K_V9"],
+        "model.weights=IMAGENET1K_V9 is not a weights name of resnet18; its names: IMAGENET1K_V1, DEFAULT",
+    ),
+    (
+        ["model=resnet18", "model.weights=TV_RESNET34"],
+        "does not match the model: key 'layer1.2.conv1.weight'",
+    ),
+    (["model=timm", "model.arch=test_resnett"], "model.arch=test_resnett is not a timm model; did you mean"),
+    (["model=timm", "model.weights=TIMM_VIT"], "do not match model.arch=test_resnet"),
+    (["model=timm", "model.arch=test_convnext"], "model.arch=test_convnext does not accept 1x12x12 input"),
+    (["data.augment=rrc_flip_rotate"], "data.augment=rrc_flip_rotate crops each image as it is decoded"),
+    (["data.normalize=weights"], "data.normalize=weights, but the model brings no preprocessing"),
+    (["data=imagefolder", "data.root=CORRUPT"], "1 of 3 images cannot be read, so the run stops"),
+    (["data=imagefolder", "data.root=CORRUPT", "data.max_in_memory=0"], "cannot be read, so the run stops"),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", WORKLOADS, ids=[" ".join(o) for o, _ in WORKLOADS])
+def test_workload_bad_input_is_one_line_before_training(tmp_path, files, overrides, expected):
+    cfg = key_config(substitute(overrides, files), tmp_path / "outputs")
+    with pytest.raises(ConfigError) as caught:
+        train(cfg, tmp_path / "run")
+    message = str(caught.value)
+    assert expected in message and "\n" not in message, message
+    assert_nothing_trained(tmp_path)
 
 
 @pytest.mark.parametrize("overrides, expected", KEYS, ids=[" ".join(o) for o, _ in KEYS])

@@ -7,7 +7,18 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def _conf_dir() -> Path:
+    """The config tree: the repository's ``conf/`` in a checkout (an editable install too), else the copy the
+    wheel ships inside the package (``harness/conf``, put there by setup.py's build step)."""
+    package = Path(__file__).resolve().parents[1]
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "conf" / "config.yaml").is_file():
+        return checkout / "conf"
+    return package / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def compose_config(overrides: list[str] | None = None, *, root: str | Path | None = None) -> DictConfig:

@@ -44,6 +44,10 @@ RESNET_SPLITS = ("groups6", "fastai3")
 WANDB_MODES = ("offline", "online", "disabled")
 PRECISIONS = ("32", "bf16")
 TREATMENTS = ("BnB", "BnB+", "AnB", "AnB+", "random", "warm", "scratch")
+NORMALIZE = ("auto", "train", "weights", "none")
+AUGMENTS = ("none", "flip_translate", "rrc_flip_rotate")
+BAD_IMAGES = ("stop", "skip")
+TIMM_SPLITS = ("coarse", "fine")
 
 
 # --- the vocabulary of the schema: checks.<check> with its options bound --------------------------------
@@ -267,6 +271,9 @@ _PARTS = {
     "val_fraction": number(low=0, below=1),
     "test_fraction": nullable(number(low=0, below=1)),  # null: the dataset's own test set (CIFAR)
     "train_fraction": number(low=0, high=1),  # 0 (no training data): harness/data/prepare.py says so
+    # auto: the pretrained weights' mean/std when the model brings them, else the train part's
+    "normalize": Optional(one_of(*NORMALIZE, what="a normalisation")),
+    "augment": Optional(one_of(*AUGMENTS, what="an augmentation preset")),  # harness/data/augment.py
 }
 _CIFAR = {**_PARTS, "root": text, "download": boolean}
 DATA = Section(
@@ -283,9 +290,13 @@ DATA = Section(
             "root": partial(
                 checks.folder, needed_for="imagefolder needs a folder with one subfolder per class"
             ),
-            "image_size": integer(low=1),
+            "image_size": auto_or(integer(low=1)),  # auto: the weights' input size, else 32
             "channels": one_of(1, 3, what="1 (grey) or 3 (RGB)"),
             "max_in_memory": integer(low=0),
+            # streamed folders (more images than max_in_memory): harness/data/stream.py
+            "workers": Optional(auto_or(integer(low=0))),
+            "cache": Optional(nullable(text)),  # a folder for the decode-once uint8 cache, or null
+            "bad_images": Optional(one_of(*BAD_IMAGES, what="what to do with unreadable images")),
         },
         "synthetic": {
             **_PARTS,
@@ -321,7 +332,9 @@ SPLIT = Section(
 
 _RESNET = {
     "split": one_of(*RESNET_SPLITS, what="a split of a ResNet"),
-    "weights": nullable(text),  # the file is read (and so checked) by the builder
+    # a weights name (IMAGENET1K_V1, DEFAULT) or a path: resolved and read by harness/models/pretrained.py
+    "weights": nullable(text),
+    "download": Optional(boolean),
     "groups": layer_groups,
 }
 MODEL = Section(
@@ -342,6 +355,15 @@ MODEL = Section(
         "resnet34": _RESNET,
         "resnet50": _RESNET,
         "custom": {"net": net, "groups": layer_groups, "head": head},
+        "timm": {  # harness/models/timm_models.py
+            "arch": text,  # a timm model name (checked against timm's registry by the builder)
+            "split": one_of(*TIMM_SPLITS, what="a split of timm's group_matcher"),
+            "pretrained": boolean,
+            "weights": nullable(text),
+            "download": Optional(boolean),
+            "drop_rate": Optional(number(low=0, below=1)),
+            "groups": layer_groups,
+        },
     },
 )
 

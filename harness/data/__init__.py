@@ -4,7 +4,9 @@
 - :mod:`~harness.data.parts`: the bundle, its in-memory parts and :func:`batches`;
 - :mod:`~harness.data.splits`: class halves A/B of a transfer experiment and B's domain transform;
 - :mod:`~harness.data.sources`: which ``data.name`` reads what: :mod:`~harness.data.embedded` (mnist5k,
-  digits, synthetic), :mod:`~harness.data.cifar`, :mod:`~harness.data.imagefolder`.
+  digits, synthetic), :mod:`~harness.data.cifar`, :mod:`~harness.data.imagefolder`;
+- :mod:`~harness.data.stream`: image folders beyond memory (a persistent DataLoader, the decode-once cache);
+- :mod:`~harness.data.augment`: ``data.augment`` (on the device per batch, or per image in the workers).
 """
 
 from harness.data.parts import DataBundle, Part, TensorPart, batches, inference_batch_size, num_batches

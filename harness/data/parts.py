@@ -46,6 +46,11 @@ class DataBundle:
     class_ids: list[int] = field(default_factory=list)  # label i here is class_ids[i] of the whole dataset
     mean: tuple[float, ...] = ()  # per-channel statistics used for normalisation (pixel values in [0, 1])
     std: tuple[float, ...] = ()
+    # what was applied, for the record: normalisation (mode, mean, std, sizes, source), augmentation, and
+    # more (a streamed folder's workers and cache, unreadable images skipped)
+    preprocessing: dict = field(default_factory=dict)
+    augment: dict = field(default_factory=lambda: {"name": "none"})
+    info: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -82,6 +87,9 @@ def batches(
     """
     _check_batch_size(batch_size)
     non_blocking = torch.device(device).type == "cuda"
+    if hasattr(part, "batches"):  # a streamed image folder keeps its own DataLoader (harness/data/stream.py)
+        yield from part.batches(batch_size, shuffle=shuffle, seed=seed, device=device, drop_last=drop_last)
+        return
     if isinstance(part, TensorPart):
         n = len(part)
         order = None

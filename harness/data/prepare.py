@@ -6,8 +6,13 @@
 2. splits each class on its own (stratified) into test / val / train with a generator seeded by
    ``data.seed``, which is *not* the training seed, so the test set of an experiment never moves;
 3. takes normalisation statistics (per channel) from the train part of *all* classes, before any class half
-   or ``b_domain`` transform, so base A, base B and every treatment see inputs on the same scale;
+   or ``b_domain`` transform, so base A, base B and every treatment see inputs on the same scale; or, with
+   ``data.normalize`` (``auto``: ``weights`` when the model's pretrained weights bring their preprocessing,
+   else ``train``), the weights' mean/std (``weights``) or none (``none``: pixel values in [0, 1]);
 4. keeps the requested half, relabelled ``0..m-1``; B's images get the split's ``b_domain`` transform.
+
+An image folder's ``data.image_size=auto`` is the weights' input size (with their resize-then-crop ratio),
+else 32. The bundle's ``preprocessing`` and ``augment`` say what was applied (the record keeps them).
 """
 
 from __future__ import annotations
@@ -20,21 +25,37 @@ import numpy as np
 import torch
 
 from harness.config import checks, schema
-from harness.data import splits
-from harness.data.imagefolder import ImageFiles, read_image
+from harness.data import augment as augmentation
+from harness.data import imagefolder, splits
+from harness.data.imagefolder import read_image
 from harness.data.parts import DataBundle, Part, TensorPart
 from harness.data.raw import RawDataset
 from harness.data.sources import LOADERS
+from harness.data.stream import ImageFiles, auto_workers, ensure_cache
 from harness.errors import ConfigError
 
 # How many train images estimate the normalisation of an image folder read lazily from disk.
 _STATS_SAMPLE = 1024
 
 
-def load_data(data_cfg: Any, split_cfg: Any = None, half: str | None = None) -> DataBundle:
-    """Load ``data_cfg`` (the ``data`` group), restricted to ``half`` ("A"/"B") of ``split_cfg``'s split."""
+def load_data(
+    data_cfg: Any, split_cfg: Any = None, half: str | None = None, *, preprocessing: Any = None
+) -> DataBundle:
+    """Load ``data_cfg`` (the ``data`` group), restricted to ``half`` ("A"/"B") of ``split_cfg``'s split.
+
+    ``preprocessing`` (a :class:`harness.models.pretrained.Preprocessing`, or None) is what the model's
+    pretrained weights expect: ``data.normalize`` and ``data.image_size=auto`` follow it."""
     data_cfg = schema.check_values("data", data_cfg)  # every value of the data section, before reading
     name = data_cfg["name"]
+    normalize = data_cfg.get("normalize", "auto")
+    if normalize == "auto":
+        normalize = "weights" if preprocessing is not None else "train"
+    if normalize == "weights" and preprocessing is None:
+        raise ConfigError(
+            "data.normalize=weights, but the model brings no preprocessing (random weights, or a weights file "
+            "of unknown origin); use data.normalize=train (the train part's statistics) or none"
+        )
+    augment = data_cfg.get("augment", "none")
     checks.one_of(half, "half", (None, "A", "B"))
     if half is not None and splits.split_name(split_cfg) == "all":
         raise ConfigError(
@@ -42,7 +63,16 @@ def load_data(data_cfg: Any, split_cfg: Any = None, half: str | None = None) -> 
             "pick a split with halves (e.g. split=random_half)"
         )
     domain = splits.b_domain(split_cfg)  # validates split.name and split.b_domain before the data is read
-    raw = LOADERS[name](data_cfg)
+    if name == "imagefolder":
+        raw = imagefolder.load_imagefolder(data_cfg, **_folder_geometry(data_cfg, preprocessing))
+    else:
+        raw = LOADERS[name](data_cfg)
+    if augment == "rrc_flip_rotate" and raw.images is not None:
+        raise ConfigError(
+            f"data.augment=rrc_flip_rotate crops each image as it is decoded, for streamed image folders "
+            f"(data=imagefolder with more images than data.max_in_memory); data={name} is held in memory as "
+            "tensors: use data.augment=flip_translate"
+        )
 
     # Halves need the class names, so they are resolved right after reading and before any splitting.
     halves = None if splits.split_name(split_cfg) == "all" else splits.class_halves(split_cfg, raw.classes)
@@ -51,13 +81,32 @@ def load_data(data_cfg: Any, split_cfg: Any = None, half: str | None = None) -> 
     if domain is not None:
         in_b[halves["B"]] = True
 
-    rows, mean, std = _split_and_stats(raw, *_split_settings(data_cfg, raw))
+    rows, mean, std = _split_and_stats(raw, *_split_settings(data_cfg, raw), normalize == "train")
+    if normalize == "weights":
+        mean, std = _weights_stats(preprocessing, raw.channels)
+    elif normalize == "none":
+        mean, std = np.zeros(raw.channels, np.float32), np.ones(raw.channels, np.float32)
+    streaming = _streaming(data_cfg, raw)
     new_label = np.full(len(raw.classes), -1, dtype=np.int64)
     new_label[keep] = np.arange(len(keep))
     parts = {}
     for part_name, idx in rows.items():
         idx = idx[new_label[raw.labels[idx]] >= 0]  # only the kept classes
-        parts[part_name] = _make_part(raw, idx, new_label, in_b, domain, mean, std)
+        # Only the train part is augmented; in memory that happens on the device (the loop), streamed in the
+        # workers of the train part.
+        options = dict(streaming, augment=augment if part_name == "train" else "none")
+        parts[part_name] = _make_part(raw, idx, new_label, in_b, domain, mean, std, options)
+    preprocessed = {
+        "normalize": normalize,
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "image_size": raw.image_size,
+        "resize": raw.resize,
+        "source": preprocessing.source if normalize == "weights" else normalize,
+    }
+    extra = {"skipped_images": list(raw.skipped)} if raw.skipped else {}
+    if raw.images is None:
+        extra["streamed"] = {"workers": streaming["workers"], "cache": streaming["cache"]}
     return DataBundle(
         name=name,
         train=parts["train"],
@@ -67,9 +116,47 @@ def load_data(data_cfg: Any, split_cfg: Any = None, half: str | None = None) -> 
         in_channels=raw.channels,
         image_size=raw.image_size,
         class_ids=list(keep),
-        mean=tuple(mean.tolist()),
-        std=tuple(std.tolist()),
+        mean=tuple(float(m) for m in mean),
+        std=tuple(float(s) for s in std),
+        preprocessing=preprocessed,
+        augment=augmentation.describe(augment, raw.image_size),
+        info=extra,
     )
+
+
+def _folder_geometry(cfg: dict, preprocessing: Any) -> dict:
+    """An image folder's target size and the shorter side it is resized to before the center crop."""
+    size = cfg.get("image_size", imagefolder.DEFAULT_IMAGE_SIZE)
+    if preprocessing is None:
+        size = imagefolder.DEFAULT_IMAGE_SIZE if size == "auto" else int(size)
+        return {"image_size": size, "resize": size}
+    size = preprocessing.image_size if size == "auto" else int(size)
+    # The weights' resize-then-crop ratio (torchvision's 256 -> 224) at whatever size is asked for.
+    return {"image_size": size, "resize": round(size * preprocessing.resize / preprocessing.image_size)}
+
+
+def _weights_stats(preprocessing: Any, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.asarray(preprocessing.mean, dtype=np.float32)
+    std = np.asarray(preprocessing.std, dtype=np.float32)
+    if channels == len(mean):
+        return mean, std
+    if channels == 1:  # grey images into RGB weights (conv1 summed over RGB): the channels' average
+        return mean.mean(keepdims=True), std.mean(keepdims=True)
+    raise ConfigError(
+        f"data.normalize=weights: the weights expect {len(mean)} channels, the data has {channels}; "
+        "use data.normalize=train"
+    )
+
+
+def _streaming(cfg: dict, raw: RawDataset) -> dict:
+    """How a streamed folder is read: worker processes and the decode-once cache (built here when asked)."""
+    if raw.images is not None:
+        return {"workers": 0, "cache": None}
+    workers = cfg.get("workers", "auto")
+    workers = auto_workers() if workers == "auto" else int(workers)
+    folder = cfg.get("cache")
+    cache = ensure_cache(raw, str(folder), workers) if folder else None
+    return {"workers": workers, "cache": cache}
 
 
 # -- splitting, normalising and building parts --------------------------------------------------------------
@@ -100,9 +187,15 @@ def _split_settings(cfg: Any, raw: RawDataset) -> tuple[int, float, float | None
 
 @functools.lru_cache(maxsize=8)
 def _split_and_stats(
-    raw: RawDataset, seed: int, val_fraction: float, test_fraction: float | None, train_fraction: float
-) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Row indices of each part and the per-channel mean/std of the full train part (all classes)."""
+    raw: RawDataset,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float | None,
+    train_fraction: float,
+    stats: bool = True,
+) -> tuple[dict[str, np.ndarray], np.ndarray | None, np.ndarray | None]:
+    """Row indices of each part and the per-channel mean/std of the full train part (all classes; None
+    unless ``stats``: a streamed folder reads images for them)."""
     rows: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     full_train = []
     for label, class_name in enumerate(raw.classes):
@@ -131,6 +224,8 @@ def _split_and_stats(
         rows["val"].append(val)
         rows["test"].append(test)
     parts = {k: np.sort(np.concatenate(v)).astype(np.int64) for k, v in rows.items()}
+    if not stats:
+        return parts, None, None
     mean, std = _channel_stats(raw, np.sort(np.concatenate(full_train)), seed)
     return parts, mean, std
 
@@ -146,7 +241,7 @@ def _channel_stats(raw: RawDataset, rows: np.ndarray, seed: int) -> tuple[np.nda
     if raw.images is None:  # lazily read folder: estimate from a seeded sample of train images
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.choice(rows, size=min(len(rows), _STATS_SAMPLE), replace=False))
-        images = np.stack([read_image(raw.paths[i], raw.channels, raw.image_size) for i in rows])
+        images = np.stack([read_image(raw.paths[i], raw.channels, raw.image_size, raw.resize) for i in rows])
         scale = 255.0
     else:
         images, scale = raw.images, raw.pixel_max
@@ -172,12 +267,23 @@ def _make_part(
     domain: str | None,
     mean: np.ndarray,
     std: np.ndarray,
+    options: dict,
 ) -> Part:
     labels = new_label[raw.labels[idx]]
     transformed = in_b[raw.labels[idx]]
     if raw.images is None:
         return ImageFiles(
-            [raw.paths[i] for i in idx], labels, transformed, domain, raw.channels, raw.image_size, mean, std
+            [raw.paths[i] for i in idx],
+            labels,
+            transformed,
+            domain,
+            raw.channels,
+            raw.image_size,
+            mean,
+            std,
+            resize=raw.resize,
+            rows=idx,
+            **options,
         )
     images = raw.images[idx]
     x = np.empty(images.shape, dtype=np.float32)

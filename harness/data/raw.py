@@ -25,6 +25,10 @@ class RawDataset:
     pixel_max: float = field(compare=False, default=255.0)  # the value of white in `images`
     paths: tuple[str, ...] = field(compare=False, default=())  # image files, for lazily read folders
     official_test: np.ndarray | None = field(compare=False, default=None)  # bool (N,): the dataset's test set
+    # image folders: the shorter side images were resized to before the center crop, and the unreadable
+    # files left out (data.bad_images=skip)
+    resize: int | None = field(compare=False, default=None)
+    skipped: tuple[str, ...] = field(compare=False, default=())
 
 
 def data_root(cfg: Any) -> Path:

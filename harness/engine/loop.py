@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.data import DataBundle, batches, inference_batch_size, num_batches
+from harness.data.augment import BatchAugment
 from harness.engine.early_stop import EarlyStop
 from harness.engine.finite import CHECK_EVERY, FiniteGuard, skips_on_device
 from harness.engine.hooks import Hook, call
@@ -62,6 +63,8 @@ class Run:
     compile_backend: str = "inductor"
     # early_stopping.patience: stop when validation accuracy stops improving, end with the best weights
     early_stop: EarlyStop | None = None
+    # data.augment on the device (harness/data/augment.py): train batches only, seeded per (seed, epoch)
+    augment: BatchAugment | None = None
 
     def shuffle_seed(self, epoch: int) -> int:
         # Each epoch's order depends only on (seed, epoch), so a resumed run sees the same batches.
@@ -153,7 +156,11 @@ def fit(run: Run) -> None:
         lr_max = [0.0] * len(plan.groups)
         seed = run.shuffle_seed(epoch)
         order = batches(view.part("train"), run.batch_size, shuffle=True, seed=seed, device=run.device)
+        # Its own stream, drawn per (seed, epoch) like the order: a resumed run augments as an uninterrupted one
+        augment = run.augment.for_epoch(seed * 2 + 1, run.device) if run.augment is not None else None
         for i, (x, y) in enumerate(order):
+            if augment is not None:
+                x = augment(x)
             step = epoch_in_phase * steps + i
             factor = schedules.lr_factor(phase.schedule, step, phase_steps, steps)
             if run.early_stop is not None:

@@ -1,6 +1,7 @@
 """Frozen-prefix caching: run the frozen input-side groups once per phase instead of every epoch.
 
-When the first k groups of a sequential model are frozen and nothing random or stateful happens in them
+When the first k groups of a sequential model (or all but the head of a timm model, whose
+``forward_features`` is then the prefix) are frozen and nothing random or stateful happens in them
 (no dropout, no BatchNorm updating its statistics, no augmentation: the data is tensors in memory), their
 output for a sample is the same in every epoch of the phase. So the phase computes it once per part, and the
 epochs train the remaining groups on those features. Numbers are those of the uncached path (tests check it);
@@ -60,7 +61,8 @@ def _is_static(module: nn.Module, bn: str) -> bool:
 
 def cacheable_groups(model: GroupedModel, phase: Phase, bn: str, data: DataBundle) -> int:
     """How many leading groups of ``phase`` can be run once (0 when caching is not exact or not possible)."""
-    if not model.sequential or not isinstance(data.train, TensorPart):
+    splittable = model.sequential or model.body_and_head is not None
+    if not splittable or not isinstance(data.train, TensorPart):
         return 0
     k = 0
     for group, modules in zip(model.groups, group_modules(model), strict=True):
@@ -69,6 +71,8 @@ def cacheable_groups(model: GroupedModel, phase: Phase, bn: str, data: DataBundl
         k += 1
     if k == len(model.groups):
         return 0  # everything frozen: nothing to train, nothing to cache for
+    if not model.sequential and k != len(model.groups) - 1:
+        return 0  # a body-and-head net splits only before its head group
     return k
 
 
@@ -93,5 +97,8 @@ def phase_view(
     k = cacheable_groups(model, phase, bn, data) if enabled else 0
     if k == 0:
         return PhaseView(model.net, data, 0)
+    if not model.sequential:  # forward_features once per part, forward_head every step
+        body, head = model.body_and_head
+        return PhaseView(head, data, k, prefix=body, device=device)
     split = _children_of_groups(model, k)
     return PhaseView(model.net[split:], data, k, prefix=model.net[:split], device=device)

@@ -2,8 +2,10 @@
 
 - :mod:`~harness.models.build`: :func:`build_model`, the one entry point (``model`` config -> model);
 - :mod:`~harness.models.groups`: layer groups, the split checks and the head;
-- :mod:`~harness.models.convnet`, :mod:`~harness.models.resnet`, :mod:`~harness.models.custom`: the builders;
-- :mod:`~harness.models.weights`: state_dict files matched key by key.
+- :mod:`~harness.models.convnet`, :mod:`~harness.models.resnet`, :mod:`~harness.models.timm_models`,
+  :mod:`~harness.models.custom`: the builders;
+- :mod:`~harness.models.weights`: state_dict files matched key by key;
+- :mod:`~harness.models.pretrained`: weights by name from the local caches, and their preprocessing.
 """
 
 from harness.models.build import BUILDERS, build_model, reinitialize

@@ -7,6 +7,7 @@ Config group ``conf/model/<name>.yaml``; ``model.name`` picks the builder:
 - ``resnet18`` / ``resnet34`` / ``resnet50``: torchvision architectures (never downloaded), re-wrapped as an
   ``nn.Sequential`` of ``stem, layer1..layer4, head`` so a frozen prefix can be run on its own.
 - ``custom``: any module reachable by Hydra ``_target_`` plus a user-given split.
+- ``timm``: any timm model (``model.arch``), its groups from timm's ``group_matcher``.
 
 All builders share the last steps (:func:`finish`): an optional user split from ``model.groups``, the check
 that every parameter sits in exactly one group (so a bad split fails at build time, not mid-run), and the
@@ -28,6 +29,7 @@ from harness.models.convnet import build_convnet
 from harness.models.custom import build_custom
 from harness.models.groups import GroupedModel
 from harness.models.resnet import build_resnet
+from harness.models.timm_models import build_timm
 
 
 def build_model(model_cfg, *, num_classes: int, in_channels: int, image_size: int) -> GroupedModel:
@@ -72,4 +74,5 @@ BUILDERS = {
     "resnet34": build_resnet,
     "resnet50": build_resnet,
     "custom": build_custom,
+    "timm": build_timm,
 }

@@ -38,6 +38,9 @@ class GroupedModel:
     net: nn.Module
     groups: list[LayerGroup]
     sequential: bool = False
+    # A net that is no Sequential but can run everything before its head group on its own (timm's
+    # forward_features / forward_head, harness/models/timm_models.py): the two modules, for the prefix cache.
+    body_and_head: tuple[nn.Module, nn.Module] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -80,7 +83,7 @@ def group_parameters(model: GroupedModel) -> list[list[nn.Parameter]]:
     names = [g.name for g in groups]
     if len(set(names)) != len(names):
         raise ConfigError(f"layer group names must be unique, got: {', '.join(names)}")
-    known = {name for name, _ in model.net.named_modules()}
+    known = _names(model.net)
     for g in groups:
         for p in g.prefixes:
             if p not in known:
@@ -97,9 +100,17 @@ def group_parameters(model: GroupedModel) -> list[list[nn.Parameter]]:
 
 
 def group_modules(model: GroupedModel) -> list[list[nn.Module]]:
-    """The top-most modules named by each group's prefixes."""
+    """The top-most modules named by each group's prefixes (a prefix that names a parameter of the root, as
+    timm's ``cls_token``, has no module)."""
     lookup = dict(model.net.named_modules())
-    return [[lookup[p] for p in g.prefixes] for g in model.groups]
+    return [[lookup[p] for p in g.prefixes if p in lookup] for g in model.groups]
+
+
+def _names(net: nn.Module) -> set[str]:
+    """What a group may name: modules, and parameters that sit directly on the root (timm's ``pos_embed``)."""
+    return {name for name, _ in net.named_modules()} | {
+        name for name, _ in net.named_parameters(recurse=False)
+    }
 
 
 def norm_layers(modules: list[nn.Module]) -> list[nn.Module]:
@@ -125,7 +136,7 @@ def finish(cfg: dict, net: nn.Module, groups: list[LayerGroup] | None) -> Groupe
     user_split = cfg.get("groups")
     if user_split is not None:
         groups = groups_from_config(user_split)
-        known = {name for name, _ in net.named_modules()}
+        known = _names(net)
         for i, g in enumerate(groups):
             for prefix in g.prefixes:
                 if prefix not in known:

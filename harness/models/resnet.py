@@ -1,4 +1,5 @@
-"""``model=resnet18|34|50``: torchvision architectures (never downloaded), re-wrapped as an ``nn.Sequential``
+"""``model=resnet18|34|50``: torchvision architectures (weights by name from the local hub cache, or a file;
+downloaded only with ``model.download=true``: :mod:`harness.models.pretrained`), re-wrapped as an ``nn.Sequential``
 of ``stem, layer1..layer4, head`` so a frozen prefix can be run on its own."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from torch import nn
 
 from harness.config.schema import RESNET_SPLITS
 from harness.models.groups import GroupedModel, LayerGroup, finish
+from harness.models.pretrained import torchvision_file
 from harness.models.weights import matching_entries, read_state_dict
 
 __all__ = ["RESNET_SPLITS", "build_resnet"]
@@ -25,12 +27,14 @@ def build_resnet(cfg: dict, *, num_classes: int, in_channels: int, image_size: i
 
     weights = cfg.get("weights")
     if weights is not None:
-        state = read_state_dict(str(weights), what="model.weights: file")
+        # A weights name (IMAGENET1K_V1, DEFAULT) is its file in torchvision's hub cache; else a path.
+        path = torchvision_file(arch, str(weights), download=bool(cfg.get("download", False)))
+        state = read_state_dict(path, what="model.weights: file")
         expected = tv.state_dict()
         # The classifier may be trained for another class count: then it stays freshly initialised.
         skip = {k for k in ("fc.weight", "fc.bias") if k in state and state[k].shape != expected[k].shape}
         to_load = matching_entries(
-            expected, state, source=f"model.weights: file '{weights}' (torchvision {arch} format)", skip=skip
+            expected, state, source=f"model.weights: file '{path}' (torchvision {arch} format)", skip=skip
         )
         tv.load_state_dict(to_load, strict=False)
 
