@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import diagnostics, figures, provenance, search, strategies, transferability
+from analysis import benchmark, diagnostics, figures, provenance, search, strategies, transferability
 from analysis.load import NoRunsError, load_history, load_runs
 from analysis.tables import escape_md, markdown_table, write_table
 from analysis.transferability import METRICS, TOLERANCE
@@ -144,6 +144,8 @@ def _write(
         if (runs["kind"] == "treatment").any():
             prov["transferability"] = _transferability(doc, runs, metric, tolerance)
         if (runs["kind"] == "run").any():
+            # [benchmark] accuracy against FLOPs and seconds, when the runs counted their compute
+            prov["benchmark"] = benchmark.section(doc, runs)
             prov["strategies"] = _strategies(doc, runs)
     for folder in searches:
         prov.setdefault("searches", {})[str(folder)] = _search(doc, folder)

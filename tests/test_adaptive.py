@@ -250,3 +250,66 @@ def test_a_resumed_run_decides_and_ends_as_the_uninterrupted_one(
     assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
     assert [h["trainable"] for h in resumed["history"]] == [h["trainable"] for h in straight["history"]]
     assert resumed["metrics"] == straight["metrics"]
+
+
+@pytest.mark.slow
+def test_an_autofreeze_run_killed_mid_way_resumes_to_the_same_decisions(tmp_path):
+    """The acceptance check with real processes: SIGKILL after a checkpoint, the same command again."""
+    import json
+    import subprocess
+    import sys
+
+    from search_helpers import REPO, env
+
+    from tests.test_kill_rerun import kill_when_mid_run, start
+
+    common = [
+        "data=synthetic",
+        "data.per_class=150",
+        "batch_size=16",
+        "threads=1",
+        "progress=false",
+        "model.channels=[8,16]",
+        "model.hidden=[32]",
+        "strategy=autofreeze",
+        "strategy.interval=12",
+        "strategy.percentile=30",
+        "epochs=6",
+        "lr=1e-2",
+    ]
+
+    def cmd(root, *extra):
+        return [sys.executable, "-m", "harness.train", f"paths.output_root={root}", *common, *extra]
+
+    straight = subprocess.run(
+        cmd(tmp_path / "a", "hydra.run.dir=" + str(tmp_path / "straight")),
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    first = start(cmd(tmp_path / "b", "hydra.run.dir=" + str(tmp_path / "killed")), tmp_path / "first.log")
+    done = kill_when_mid_run(
+        first, tmp_path / "killed", tmp_path / "b" / "checkpoints", tmp_path / "first.log"
+    )
+    assert 1 <= done < 6
+    again = subprocess.run(
+        cmd(tmp_path / "b", "hydra.run.dir=" + str(tmp_path / "resumed")),
+        cwd=REPO,
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"after epoch {done}/6" in again.stdout
+
+    a = json.loads((tmp_path / "straight" / "result.json").read_text())
+    b = json.loads((tmp_path / "resumed" / "result.json").read_text())
+    assert a["adaptive"]["decisions"], "the rule never decided: the check would be empty"
+    assert any(d["epoch"] > done for d in a["adaptive"]["decisions"])  # it decides after the kill, too
+    assert b["adaptive"]["decisions"] == a["adaptive"]["decisions"]
+    assert [h["train_loss"] for h in b["history"]] == [h["train_loss"] for h in a["history"]]
+    assert b["metrics"] == a["metrics"]
