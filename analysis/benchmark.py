@@ -45,13 +45,13 @@ STYLE = {
     "freeze_to": ("#17becf", "v"),
     "gradual": ("#2ca02c", "^"),
     "surgical": ("#bcbd22", "P"),
-    "lp_ft": ("#d62728", "D"),
+    "lp_ft": ("#843c39", "D"),
     "llrd": ("#9467bd", "^"),
     "l2sp": ("#8c564b", "s"),
     "bitfit": ("#e377c2", "v"),
     "freezeout": ("#ff7f0e", "o"),
     "autofreeze": ("#d62728", "*"),
-    "auto_rgn": ("#1f77b4", "X"),
+    "auto_rgn": ("#393b79", "X"),
 }
 ADAPTIVE = ("lp_ft", "llrd", "l2sp", "bitfit", "freezeout", "autofreeze", "auto_rgn")
 
@@ -301,12 +301,12 @@ def _when(best, cheap, front: pd.DataFrame, ties: list[str]) -> str:
 
 
 def _targets(group: str, data: str, part: pd.DataFrame, runs: pd.DataFrame) -> list[dict]:
+    """The issue's targets, one line per variant of autofreeze and freezeout (a grid may hold several)."""
     rows = []
-    by = part.set_index("variant")
-    for name in ("autofreeze", "freezeout"):
-        if name not in by.index or REFERENCE not in by.index:
-            continue
-        r = by.loc[name]
+    if REFERENCE not in set(part["variant"]):
+        return rows
+    for _, r in part[part["strategy"].isin(("autofreeze", "freezeout"))].iterrows():
+        name = r["variant"]
         d = paired_difference(runs, name, REFERENCE)
         holds = d.mean >= -TARGET_POINTS and r["flops_vs_never"] <= TARGET_SHARE
         rows.append(
@@ -321,7 +321,7 @@ def _targets(group: str, data: str, part: pd.DataFrame, runs: pd.DataFrame) -> l
                 "holds": "yes" if holds else "no",
             }
         )
-    if "lp_ft" in by.index and "full_unfreeze" in by.index:
+    if {"lp_ft", "full_unfreeze"} <= set(part["variant"]):
         d = paired_difference(runs, "lp_ft", "full_unfreeze")
         rows.append(
             {
@@ -386,14 +386,14 @@ def accuracy_vs_cost(frame: pd.DataFrame, table: pd.DataFrame, cost: str = "flop
             fx = front[f"{cost}_mean"].to_numpy() / (1e9 if cost == "flops" else 1)
             ax.step(fx, front["acc_mean"], where="post", color="#444444", linestyle="--", linewidth=1.2, zorder=2,
                     label="Pareto front (means)")  # fmt: skip
-            for x, (_, r) in zip(fx, front.iterrows(), strict=True):
-                ax.annotate(r["variant"], (x, r["acc_mean"]), textcoords="offset points", xytext=(5, -11),
-                            fontsize=8, color="#222222")  # fmt: skip
+            _front_labels(ax, front, fx)
             if cost == "flops":
                 ax.set_xscale("log")
-                plain = mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-                ax.xaxis.set_major_formatter(plain)
-                ax.xaxis.set_minor_formatter(plain)
+                ax.xaxis.set_major_formatter(mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                # minor ticks labelled at 2 and 5 times a power of ten only, so labels never run together
+                ax.xaxis.set_minor_formatter(
+                    mpl.ticker.FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
+                )
             ax.set_xlabel("GFLOPs executed per run (log scale)" if cost == "flops" else COSTS[cost])
             ax.set_ylabel("test accuracy on B (%)")
             _clip_far(ax, part, runs, cost)
@@ -415,24 +415,50 @@ def accuracy_vs_cost(frame: pd.DataFrame, table: pd.DataFrame, cost: str = "flop
 
 
 def _clip_far(ax, part: pd.DataFrame, runs: pd.DataFrame, cost: str, span: float = 12.0) -> None:
-    """Keep the axis on the strategies that compete: a mean more than ``span`` points below the best is drawn
-    at the bottom edge as a labelled arrow (its value written), so no strategy is silently off the plot."""
+    """Keep the axis on the strategies that compete: a mean more than ``span`` points below the best gets an
+    arrow at the bottom edge, at its cost, and its name and value in a box in the corner, so no strategy is
+    silently off the plot."""
+    import textwrap
+
     best = float(part["acc_mean"].max())
-    low = float(runs["acc"].min())
-    floor = max(low - 1.0, best - span)
+    floor = max(float(runs["acc"].min()) - 1.0, best - span)
     ax.set_ylim(floor, min(100.5, float(runs["acc"].max()) + 0.7))
     scale = 1e9 if cost == "flops" else 1
-    for _, r in part[part["acc_mean"] < floor].iterrows():
-        x = r[f"{cost}_mean"] / scale
+    below = part[part["acc_mean"] < floor].sort_values("acc_mean", ascending=False)
+    for _, r in below.iterrows():
         colour, _ = STYLE.get(r["strategy"], ("#333333", "o"))
+        x = r[f"{cost}_mean"] / scale
         ax.annotate(
-            f"{r['variant']} {r['acc_mean']:.1f} %",
-            (x, floor),
-            xytext=(x, floor + 0.06 * span),
-            ha="center",
+            "", (x, floor), xytext=(x, floor + 0.05 * span), arrowprops={"arrowstyle": "->", "color": colour}
+        )
+    if len(below):
+        text = f"below {floor:.1f} % (arrows): " + ", ".join(
+            f"{r.variant} {r.acc_mean:.1f}%" for r in below.itertuples()
+        )
+        ax.text(
+            0.01,
+            0.09,
+            textwrap.fill(text, 58),
+            transform=ax.transAxes,
             fontsize=8,
-            color=colour,
-            arrowprops={"arrowstyle": "->", "color": colour},
+            va="bottom",
+            bbox={"facecolor": "white", "edgecolor": "#bbbbbb", "alpha": 0.9},
+        )
+
+
+def _front_labels(ax, front: pd.DataFrame, xs: np.ndarray) -> None:
+    """One label per point of the front; strategies at the very same point (equal runs) share it."""
+    points: dict[tuple[float, float], list[str]] = {}
+    for x, (_, r) in zip(xs, front.iterrows(), strict=True):
+        points.setdefault((round(float(x), 6), round(float(r["acc_mean"]), 6)), []).append(r["variant"])
+    for (x, y), names in points.items():
+        ax.annotate(
+            " = ".join(names),
+            (x, y),
+            textcoords="offset points",
+            xytext=(5, -11),
+            fontsize=8,
+            color="#222222",
         )
 
 
