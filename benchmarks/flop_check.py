@@ -28,7 +28,7 @@ CASES = {
     "head_only": ["strategy=head_only"],  # the prefix cached: its one-time cost, then the head alone
     "bitfit": ["strategy=bitfit"],
     "freezeout": ["strategy=freezeout"],  # groups freeze mid-epoch; the cache grows at epoch starts
-    "autofreeze": ["strategy=autofreeze", "strategy.interval=10"],  # decides within the short run
+    "autofreeze": ["strategy=autofreeze", "strategy.interval=5"],  # decides in epoch 1: the cache grows
     "gradual": ["strategy=gradual"],
 }
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.flop_check", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--only", help="comma-separated strategies (default: all)")
     parser.add_argument("--out", default="outputs/bench/flop_check.json")
     args = parser.parse_args(argv)
