@@ -77,11 +77,15 @@ def diagnostics_frame(record: Mapping) -> pd.DataFrame:
 
 
 def _phase_spans(record: Mapping) -> list[tuple[str, int, int]]:
-    """(name, first epoch, last epoch) of every phase of the record's plan, epochs 1-based."""
+    """(name, first epoch, last epoch) of every phase of the record's plan, epochs 1-based; the epochs each
+    phase really ran when an adaptive rule ended one early (lp_ft's probe)."""
+    lengths = (record.get("adaptive") or {}).get("phase_epochs") or [
+        p["epochs"] for p in record["plan"]["phases"]
+    ]
     spans, start = [], 1
-    for phase in record["plan"]["phases"]:
-        spans.append((phase["name"], start, start + phase["epochs"] - 1))
-        start += phase["epochs"]
+    for phase, length in zip(record["plan"]["phases"], lengths, strict=True):
+        spans.append((phase["name"], start, start + length - 1))
+        start += length
     return spans
 
 
@@ -116,6 +120,8 @@ def phase_map(record: Mapping) -> Figure:
     darker grey and labelled "BN only" with that lr. Read from the record's per-phase summary, so it needs no
     diagnostics.
     """
+    if record.get("adaptive") and all("trained_steps" in h for h in record.get("history") or [{}]):
+        return _epoch_map(record)
     groups = [g["name"] for g in record["groups"]]
     spans = _phase_spans(record)
     total = spans[-1][2]
@@ -132,6 +138,8 @@ def phase_map(record: Mapping) -> Figure:
                     label = _lr(row["lr"])
                 elif row["trainable"] == "bn only":
                     colour, label = NORM_ONLY_COLOUR, f"BN only\n{_lr(row['lr'])}"
+                elif row["trainable"] == "bias":  # BitFit: biases (and norm layers) of a frozen group
+                    colour, label = NORM_ONLY_COLOUR, f"biases only\n{_lr(row['lr'])}"
                 else:
                     colour, label = FROZEN_COLOUR, "frozen"
                 ax.add_patch(
@@ -168,9 +176,78 @@ def phase_map(record: Mapping) -> Figure:
                     label="frozen, but its norm layers' affine params train (bn=train)",
                 )
             )
+        if "bias" in states:
+            handles.append(
+                Patch(
+                    facecolor=NORM_ONLY_COLOUR,
+                    edgecolor="grey",
+                    label="frozen, but its biases train (BitFit)",
+                )
+            )
         if handles:
             ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2, frameon=False)
         ax.set_title(f"what trains, and at which lr\n{_title(record)}", loc="left")
+        fig.tight_layout()
+    return fig
+
+
+def _epoch_map(record: Mapping) -> Figure:
+    """The phase map of an adaptive run, epoch by epoch from its history: a group's cell is coloured by the
+    peak lr it really got in that epoch; a group a rule froze during the epoch is coloured for the share of
+    the epoch's steps it still trained and grey for the rest; a frozen group is grey."""
+    groups = [g["name"] for g in record["groups"]]
+    history = record["history"]
+    spans = _phase_spans(record)
+    total = len(history)
+    rates = [v for h in history for v in h["lr_max"].values() if v > 0]
+    norm = LogNorm(vmin=min(rates), vmax=max(rates)) if rates and min(rates) < max(rates) else None
+    cmap = mpl.colormaps["viridis"]
+    rule = record["adaptive"]["rule"]
+    with mpl.rc_context(RC):
+        fig = Figure(figsize=(max(6.0, 1.0 + 0.9 * total), 1.2 + 0.55 * len(groups)))
+        ax = fig.subplots()
+        partial = False
+        for h in history:
+            steps = max(h["trained_steps"].values()) or 1
+            e = h["epoch"]
+            for y, g in enumerate(groups):
+                share = h["trained_steps"].get(g, 0) / steps
+                lr = h["lr_max"].get(g, 0.0)
+                ax.add_patch(
+                    Rectangle(
+                        (e - 0.5, y - 0.5), 1, 1, facecolor=FROZEN_COLOUR, edgecolor="white", linewidth=2
+                    )
+                )
+                if share > 0:
+                    colour = cmap(norm(lr)) if norm and lr > 0 else cmap(0.6)
+                    ax.add_patch(
+                        Rectangle(
+                            (e - 0.5, y - 0.5), share, 1, facecolor=colour, edgecolor="white", linewidth=2
+                        )
+                    )
+                label = (
+                    "frozen" if share == 0 else _lr(lr) if share == 1 else f"{_lr(lr)}\n{100 * share:.0f}%"
+                )
+                partial = partial or 0 < share < 1
+                dark = share > 0.5 and (norm is None or norm(lr) < 0.55)
+                ax.text(e, y, label, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+        _phase_axes(ax, spans, groups, total)
+        if norm is not None:
+            bar = fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02)
+            bar.set_label("peak lr the group got in the epoch (log scale)")
+        handles = [Patch(facecolor=FROZEN_COLOUR, edgecolor="grey", label="frozen")]
+        if partial:
+            handles.append(
+                Patch(
+                    facecolor="white",
+                    edgecolor="grey",
+                    label=f"{rule} froze it in the epoch: coloured share = steps trained",
+                )
+            )
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, -0.16), ncol=2, frameon=False)
+        ax.set_title(
+            f"what trains, epoch by epoch ({rule} decides during training)\n{_title(record)}", loc="left"
+        )
         fig.tight_layout()
     return fig
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import diagnostics, figures, provenance, search, strategies, transferability
+from analysis import benchmark, diagnostics, figures, provenance, search, strategies, transferability
 from analysis import metrics as metrics_mod
 from analysis.load import NoRunsError, load_history, load_runs
 from analysis.tables import escape_md, markdown_table, write_table
@@ -151,6 +151,8 @@ def _write(
         if (runs["kind"] == "treatment").any():
             prov["transferability"] = _transferability(doc, td, runs, tolerance)
         if (runs["kind"] == "run").any():
+            # [benchmark] accuracy against FLOPs and seconds, when the runs counted their compute
+            prov["benchmark"] = benchmark.section(doc, runs)
             prov["strategies"] = _strategies(doc, runs)
     for folder in searches:
         prov.setdefault("searches", {})[str(folder)] = _search(doc, folder)

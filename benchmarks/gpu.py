@@ -79,7 +79,7 @@ WORKLOADS = {
             "data.per_class=2560",  # 17,920 train images: 70 full batches (one shape for torch.compile)
             "batch_size=256",
         ],
-        ["model=resnet18", "data=synthetic", "data.image_size=8", "data.channels=3", "data.per_class=4"]
+        ["model=resnet18", "data=synthetic", "data.image_size=32", "data.channels=3", "data.per_class=4"]
         + ["batch_size=10"],  # 20 train images: two full batches (one shape for torch.compile)
     ),
     "convnet_mnist5k": (

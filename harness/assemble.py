@@ -18,13 +18,14 @@ from harness.config import schema
 from harness.data import DataBundle, load_data
 from harness.data.augment import BatchAugment
 from harness.engine import checkpoint
+from harness.engine.adaptive import build_controller
 from harness.engine.early_stop import EarlyStop
 from harness.engine.loop import Run
 from harness.errors import ConfigError
 from harness.models import GroupedModel, build_model
 from harness.models.pretrained import preprocessing_of
 from harness.plan.freezing import split_group_params
-from harness.plan.strategies import compile_plan
+from harness.plan.strategies import NEEDS_PRETRAINED, compile_plan
 
 
 def seed_everything(seed: int) -> None:
@@ -83,16 +84,30 @@ def model_for(model_cfg, data: DataBundle) -> GroupedModel:
     )
 
 
-def load_init(model: GroupedModel, init_cfg, *, load: bool = True) -> None:
-    """``init.from`` / ``init.groups``: start from the first n groups of a checkpoint (checked; loaded if asked)."""
-    path = init_cfg.get("from")
-    if not path:
-        return
+def load_init(model: GroupedModel, init_cfg, *, load: bool = True) -> list[str]:
+    """``init.from`` / ``init.groups``: start from the first n groups of a checkpoint (checked; loaded if asked).
+    Returns the names of the groups that come (or, with ``init.base`` not yet fetched, will come) from it."""
+    if not init_cfg.get("from") and not init_cfg.get("base"):
+        return []
     n = init_cfg.get("groups")
     if n is not None and not (-len(model.groups) < n <= len(model.groups)):
         raise ConfigError(f"init.groups={n} is out of range for {len(model.groups)} layer groups")
-    if load:
+    path = init_cfg.get("from")
+    if load and path:
         checkpoint.load_model_state(model, checkpoint.load(path), path, n_groups=n)
+    return model.names if n is None else model.names[:n]
+
+
+def check_pretrained(strategy: str, init_cfg) -> None:
+    """``lp_ft`` and ``l2sp`` are defined relative to pretrained weights (a probe of learnt features; a pull
+    towards them). From random weights they would still run, but as another method reported under their
+    name, so this is an error, not a warning."""
+    if strategy in NEEDS_PRETRAINED and not (init_cfg.get("from") or init_cfg.get("base")):
+        raise ConfigError(
+            f"strategy={strategy} needs a pretrained start and init.from and init.base are both null: set "
+            f"init.from=<checkpoint.pt> or init.base=A (with half=B and a class split); a probe of random "
+            f"features is strategy=head_only"
+        )
 
 
 def early_stop_of(section) -> EarlyStop | None:
@@ -128,7 +143,7 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
     preprocessing = preprocessing_of(schema.check_values("model", cfg.model))
     data = load_data(cfg.data, cfg.get("split"), half=cfg.get("half"), preprocessing=preprocessing)
     model = model_for(cfg.model, data)
-    load_init(model, cfg.init, load=load_weights)
+    transferred = load_init(model, cfg.init, load=load_weights)
     params = split_group_params(model)
     plan = compile_plan(cfg.strategy, cfg.schedule, model.names)
     augment = data.augment["name"]
@@ -137,6 +152,10 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
         # A frozen prefix's output is the same every epoch only for the same input; augmented input is not.
         plan.notes.append(f"prefix cache off: data.augment={augment} makes every epoch's input different")
         prefix_cache = False
+    check_pretrained(plan.strategy, cfg.init)
+    optim_cfg = dict(cfg.optim)
+    if (plan.adaptive or {}).get("rule") == "l2sp":
+        optim_cfg["weight_decay"] = 0.0  # the L2-SP penalty takes weight decay's place
     speed = cfg.get("speed") or {}
     precision = str(speed.get("precision", "32"))
     channels_last = bool(speed.get("channels_last", False))
@@ -146,7 +165,7 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
         params=params,
         plan=plan,
         data=data.on(device, channels_last=channels_last),
-        optim_cfg=dict(cfg.optim),
+        optim_cfg=optim_cfg,
         batch_size=int(cfg.batch_size),
         seed=init_seed,
         device=device,
@@ -157,4 +176,5 @@ def assemble_run(cfg: DictConfig, *, load_weights: bool = True) -> Run:
         compile=bool(speed.get("compile", False)),
         test_every_epoch=bool(cfg.get("test_every_epoch", True)),
         early_stop=early_stop,
+        adaptive=build_controller(plan, params, transferred, device),
     )

@@ -20,6 +20,17 @@ Fields (schema version ``RECORD_VERSION``):
   cublas_workspace_config, bf16, compile) and ``nondeterministic``: those of them on that can change a rerun's numbers; ``harness``: version and git commit; ``checkpoint``: path of the last checkpoint;
 - ``reused`` (only in the record of a run that had finished earlier, :mod:`harness.store`): ``from`` (the folder
   that trained it), ``store``, ``finished``, ``at``; the numbers are the stored ones, the config this job's;
+- ``compute`` (:mod:`harness.engine.compute`): the FLOPs the run executed, as ``FlopCounterMode`` counts them:
+  ``flops`` (all), ``forward_flops``, ``backward_flops``, ``train_flops`` (training steps and prefix features),
+  by bucket ``train_forward_flops``, ``train_backward_flops``, ``eval_forward_flops``, ``prefix_forward_flops``
+  (the frozen prefix's one-time cost), ``per_epoch`` (the same per epoch, also in each history entry's
+  ``compute``), ``trainable_params`` (per phase: at its start and end, and of all), ``seconds`` (wall, whole run)
+  and ``train_seconds``, ``meter_flops`` (the meter's own measuring passes, not in ``flops``);
+- ``adaptive`` (null for a fixed plan, :mod:`harness.engine.adaptive`): the rule, its settings, every decision
+  (epoch, step, the groups frozen, what it measured), ``froze_at`` per group and ``phase_epochs`` (the epochs
+  each phase ran); each epoch's share is in its history entry's ``adaptive``, and every entry says which groups
+  trained (``trainable``) for how many steps (``trained_steps``);
+- ``base`` (``init.base`` only): the cached base the run started from, as a transfer record names its base;
 - ``warnings``: list of strings a reader should see (a resume: after which epoch); optional sections added by features
   (``transfer``, ``trial``, ``diagnostics``).
 - ``diagnostics`` (config ``diagnostics.weights``, :mod:`harness.diagnostics.weights`): one row per (epoch, layer group),
@@ -129,6 +140,7 @@ def read_record(path: str | Path) -> dict:
 def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_file, device) -> dict:
     """The record of a run that trained (or stopped): everything above, from the run and its config."""
     # Imported here: analysis reads records and must not pay for torch.
+    from harness.engine.compute import summary as compute_summary
     from harness.plan.summary import phase_rows
 
     history = run.history
@@ -164,6 +176,8 @@ def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_fi
             "best_k": k_used,
         },
         "early_stopping": run.early_stop.summary(len(history)) if run.early_stop else None,
+        "compute": compute_summary(history, run.compute, trainable_per_phase(run), seconds),
+        "adaptive": run.adaptive.summary(),
         "history": history,
         "data": {
             "name": run.data.name,
@@ -189,6 +203,24 @@ def make_record(cfg, config, rid, run, status, reason, started, seconds, ckpt_fi
         "checkpoint": str(ckpt_file) if cfg.checkpoint.save and ckpt_file.exists() else None,
         "warnings": [],
     }
+
+
+def trainable_per_phase(run) -> list[dict]:
+    """Per phase that ran: its trainable parameters at its start and at its end (a rule may freeze groups
+    during it), of how many in all."""
+    total = sum(p.numel() for gp in run.params for p in gp.all)
+    out = {}
+    for h in run.history:
+        c = h.get("compute") or {}
+        if "trainable_params" not in c:
+            continue
+        row = out.setdefault(
+            h["phase_index"],
+            {"phase": h["phase"], "index": h["phase_index"], "start": c["trainable_params"], "epochs": 0},
+        )
+        row["end"] = c["trainable_params_end"]
+        row["epochs"] += 1
+    return [{**row, "of": total} for row in out.values()]
 
 
 def environment(device, run) -> dict:

@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from harness import record
 from harness.assemble import assemble_run, model_for
 from harness.atomic import check_writable
+from harness.config import checks
+from harness.config.compose import CONF_DIR
 from harness.data import load_data
 from harness.engine import checkpoint
 from harness.engine.hooks import Hook, StopRun
@@ -39,7 +41,7 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, dict]:
     trains; then the bases are fetched from the cache or trained, and the treatment's run points at them.
     """
     if treatment_of(cfg) is None:
-        return cfg, {}
+        return (cfg, {}) if cfg.init.get("base") is None else from_base(cfg)
     n_groups = len(model_for(cfg.model, load_data(cfg.data, cfg.get("split"), half="B")).groups)
     job = transfer_plan.plan(cfg, n_groups)
     for base_cfg in job.bases.values():
@@ -49,6 +51,39 @@ def prepare(cfg: DictConfig) -> tuple[DictConfig, dict]:
     entries = {role: ensure_base(base_cfg, job.cache_dir, run_job) for role, base_cfg in job.bases.items()}
     run_cfg = job.run_config(entries)
     return run_cfg, {"transfer": job.section(entries)}
+
+
+def from_base(cfg: DictConfig) -> tuple[DictConfig, dict]:
+    """``init.base=A``: start from the base trained on half A of this split (fine-tuned here on half B), the
+    same cached base the transfer experiment's baseA is: trained once (under a lock) by the first job that
+    needs it, with the base settings of ``transfer`` (those of ``conf/transfer/yosinski.yaml`` where the
+    config has none). The run stays an ordinary run; its record gets a ``base`` section."""
+    half = checks.one_of(cfg.init.base, "init.base", ("A", "B"), what="a half to start from")
+    other = "B" if half == "A" else "A"
+    if cfg.init.get("from"):
+        raise ConfigError(
+            f"init.base={half} and init.from={cfg.init['from']} both name a start; set one of them"
+        )
+    if cfg.get("half") != other:
+        raise ConfigError(
+            f"init.base={half} starts from the base trained on half {half}, so it fine-tunes on the other: "
+            f"set half={other} (and a class split, e.g. split=random_half); half={cfg.get('half')!r}"
+        )
+    settings = OmegaConf.load(Path(CONF_DIR) / "transfer" / "yosinski.yaml")
+    settings.treatment = None
+    with_settings = OmegaConf.merge({"transfer": settings}, cfg)  # the config's own values win
+    base_cfg = transfer_plan.base_config(with_settings, half)
+    assemble_run(base_cfg)
+    assemble_run(cfg, load_weights=False)
+    cache_dir = str(with_settings.transfer.cache_dir)
+    check_writable(cache_dir, "transfer.cache_dir")
+    entry = ensure_base(base_cfg, cache_dir, run_job)
+    run_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    with open_dict(run_cfg):
+        run_cfg.pop("hydra", None)
+        run_cfg.init["from"] = str(entry.checkpoint)
+    compute = entry.record.get("compute") or {}
+    return run_cfg, {"base": {**entry.summary(), "flops": compute.get("flops")}}
 
 
 def build_hooks(cfg: DictConfig, config: dict, rid: str) -> list[Hook]:
@@ -138,6 +173,7 @@ def train_once(
                 "run_id": rid,
                 "rng": torch.get_rng_state(),
                 "early_stop": run.early_stop.state() if run.early_stop else None,
+                "adaptive": run.adaptive.state(),
             },
         )
 
@@ -198,8 +234,12 @@ def resume_from(run: Run, state: dict, path: Path) -> None:
     torch.set_rng_state(state["rng"])
     if run.early_stop is not None and state.get("early_stop"):
         run.early_stop.load_state(state["early_stop"])
-    if run.epochs_done < run.plan.total_epochs:
-        index, _ = run.plan.phase_at(run.epochs_done)
+    if state.get(
+        "adaptive"
+    ):  # the rule's decisions and state: the resumed run decides as the first would have
+        run.adaptive.load_state(state["adaptive"])
+    if run.epochs_done < run.total_epochs:
+        index, _ = run.adaptive.phase_at(run.epochs_done)
         enter_phase(run, index, first_epoch_of_phase=False)  # restores requires_grad and builds the optimizer
         run.optimizer.load_state_dict(state["optimizer"])
-    print(f"resumed from {path} after epoch {run.epochs_done}/{run.plan.total_epochs}")
+    print(f"resumed from {path} after epoch {run.epochs_done}/{run.total_epochs}")

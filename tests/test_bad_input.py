@@ -73,6 +73,32 @@ CATALOGUE = [
     (GRID + ["transfer.epochs=0"], "transfer.epochs=0 must be an integer >= 1"),
     (GRID + ["strategy=freeze_to", "strategy.k=abc"], "strategy.k='abc' must be an integer"),
     (GRID + ["strategy=gradual", "strategy.every=0"], "strategy.every=0 must be an integer >= 1"),
+    # config: the adaptive and partial strategies (issue 17)
+    (["strategy=llrd", "strategy.gamma=0"], "strategy.gamma=0 must be a number > 0.0 and <= 1.0"),
+    (["strategy=llrd", "strategy.gamma=1.25"], "strategy.gamma=1.25"),
+    (["strategy=l2sp", "strategy.alpha=-0.1"], "strategy.alpha=-0.1 must be a number >= 0.0"),
+    (["strategy=l2sp", "strategy.beta=-1"], "strategy.beta=-1 must be a number >= 0.0"),
+    (["strategy=freezeout", "strategy.t0=1"], "strategy.t0=1 must be a number >= 0.0 and < 1.0"),
+    (["strategy=freezeout", "strategy.t0=-0.5"], "strategy.t0=-0.5"),
+    (["strategy=autofreeze", "strategy.percentile=0"], "strategy.percentile=0 must be a number > 0.0"),
+    (["strategy=autofreeze", "strategy.percentile=100"], "strategy.percentile=100"),
+    (["strategy=autofreeze", "strategy.interval=0"], "strategy.interval=0 must be an integer >= 1"),
+    (["strategy=auto_rgn", "strategy.interval=0"], "strategy.interval=0 must be an integer >= 1"),
+    (["strategy=lp_ft", "strategy.patience=0"], "strategy.patience=0 must be an integer >= 1"),
+    (["strategy=lp_ft", "strategy.probe_epochs=0"], "strategy.probe_epochs=0 must be an integer >= 1"),
+    (["strategy=lp_ft", "strategy.probe_lr=-1"], "strategy.probe_lr=-1 must be a number > 0"),
+    (
+        ["strategy=freezeout", "strategy.scaling=square"],
+        "strategy.scaling='square' is not a FreezeOut scaling",
+    ),
+    (["strategy=freezeout", "strategy.scale_lr=1"], "strategy.scale_lr=1 must be true or false"),
+    (["strategy=bitfit", "strategy.bn=eval"], "bitfit trains the norm-layer parameters"),
+    (["strategy=lp_ft"], "strategy=lp_ft needs a pretrained start"),
+    (["strategy=l2sp"], "strategy=l2sp needs a pretrained start"),
+    (["split=random_half", "half=B", "init.base=C"], "init.base='C' is not a half to start from"),
+    (["split=random_half", "init.base=A"], "set half=B"),
+    (["split=random_half", "half=A", "init.base=A"], "set half=B"),
+    (["split=random_half", "half=B", "init.base=A", "init.from=x.pt"], "both name a start"),
     # config: contradictory options
     (["half=A"], "split"),
     (["split=classes", "split.A=[0,1]", "split.B=[1,2]", "half=B"], "overlap"),
@@ -541,7 +567,7 @@ CLI = [
     (
         ["strategy=head-only"],
         "Could not find 'strategy/head-only' (did you mean strategy=head_only?). "
-        "Available options in 'strategy': freeze_to, full_unfreeze, gradual, head_only, never, surgical",
+        "Available options in 'strategy': auto_rgn, autofreeze, bitfit, freeze_to, freezeout, full_unfreeze, gradual, head_only, l2sp, llrd, lp_ft, never, surgical",
     ),
     (["lr=[1e-3,"], "cannot parse the override 'lr=[1e-3,'"),
     # in a multirun: Hydra's error when the first job is composed; the schema's on the shared keys at once

@@ -60,6 +60,8 @@ def bad_weights(tmp_path):
         (["strategy=head_only", "strategy.bn=sometimes"], "strategy.bn='sometimes'"),
         (["half=A"], "split"),
         (["model=resnet18", "model.weights=WEIGHTS"], "model.weights"),
+        (["strategy=llrd", "strategy.gamma=2"], "strategy.gamma=2"),
+        (["strategy=lp_ft"], "strategy=lp_ft needs a pretrained start"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, overrides, expected):

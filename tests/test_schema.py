@@ -139,7 +139,7 @@ def test_hydras_composition_errors_read_as_one_line_naming_the_key():
     )
     assert composition_error(["strategy=head-only"]) == (
         "Could not find 'strategy/head-only' (did you mean strategy=head_only?). "
-        "Available options in 'strategy': freeze_to, full_unfreeze, gradual, head_only, never, surgical"
+        "Available options in 'strategy': auto_rgn, autofreeze, bitfit, freeze_to, freezeout, full_unfreeze, gradual, head_only, l2sp, llrd, lp_ft, never, surgical"
     )
     # a section the schema leaves to its owner: the keys Hydra has for it
     assert composition_error(["search=finetune_lr", "search.n_trial=3"]).startswith(

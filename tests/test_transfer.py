@@ -179,3 +179,18 @@ def test_warm_start_continues_from_a_base_trained_on_a_fraction_of_b(make_cfg, t
     assert warm["config"]["init"] == {"from": str(Path(base["path"]) / "base.pt"), "groups": None}  # head too
     assert scratch["config"]["init"]["from"] is None and scratch["transfer"]["base"] is None
     assert len(warm["history"]) == len(scratch["history"])  # the same budget
+
+
+def test_init_base_starts_an_ordinary_run_from_the_cached_base_of_the_other_half(make_cfg, tmp_path):
+    from analysis.load import load_runs
+
+    start = ["split=random_half", "half=B", "init.base=A"]
+    first = train(make_cfg([*start, "strategy=never"]), tmp_path / "never")
+    base = first["base"]
+    assert base["half"] == "A" and base["trained_now"] and base["flops"] > 0
+    assert first["config"]["init"]["from"] == str(Path(base["path"]) / "base.pt") and "transfer" not in first
+    second = train(make_cfg([*start, "strategy=head_only"]), tmp_path / "head_only")
+    assert second["base"]["key"] == base["key"] and not second["base"]["trained_now"]  # from the cache
+    runs = load_runs(tmp_path)  # the two runs, and the base in the cache below tmp_path
+    assert sorted(runs.loc[runs["kind"] == "run", "strategy"]) == ["head_only", "never"]
+    assert "treatment" not in set(runs["kind"])  # ordinary runs for the analysis, not transfer treatments

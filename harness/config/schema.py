@@ -392,6 +392,24 @@ STRATEGY = Section(
         "freeze_to": {"k": integer(), "lr": lr},  # k against the model's groups: harness/plan/strategies.py
         "gradual": {"every": integer(low=1), "lr": lr},
         "surgical": {"groups": list_of(text, what="layer group names"), "lr": lr},
+        # adaptive and partial methods (harness/plan/adaptive.py); their bounds are the papers'
+        "lp_ft": {
+            "probe_epochs": integer(low=1),
+            "patience": integer(low=1),
+            "probe_lr": number(above=0),
+            "lr": nullable(lr),
+        },
+        "llrd": {"lr": lr, "gamma": number(above=0.0, high=1.0)},  # one number: the compiler says so
+        "l2sp": {"lr": lr, "alpha": number(low=0.0), "beta": number(low=0.0)},
+        "bitfit": {"lr": lr},
+        "freezeout": {
+            "lr": lr,
+            "t0": number(low=0.0, below=1.0),
+            "scaling": one_of("linear", "cubic", what="a FreezeOut scaling"),
+            "scale_lr": boolean,
+        },
+        "autofreeze": {"lr": lr, "interval": integer(low=1), "percentile": number(above=0.0, below=100.0)},
+        "auto_rgn": {"lr": lr, "interval": integer(low=1)},
     },
 )
 
@@ -500,7 +518,14 @@ CONFIG = Section(
         "prefix_cache": boolean,
         "resume": boolean,
         # init.from must load: harness/engine/checkpoint.py; init.groups against the model: harness/assemble.py
-        "init": Section("init", {"from": nullable(text), "groups": nullable(integer())}),
+        "init": Section(
+            "init",
+            {
+                "from": nullable(text),
+                "groups": nullable(integer()),
+                "base": nullable(one_of("A", "B", what="a half to start from")),
+            },
+        ),
         "checkpoint": Section("checkpoint", {"save": boolean, "dir": text}),
         "diagnostics": Section(
             "diagnostics", {"weights": boolean, "cka": boolean, "probe_size": integer(low=2)}

@@ -33,6 +33,12 @@ Invariants, checked every epoch (warnings in ``record["warnings"]``, the run sti
   optimizer or without gradients).
 
 After a resume, "start" means the network as the run resumed (``diagnostics.start_epoch``).
+
+Adaptive strategies freeze groups in the middle of a phase (:meth:`WeightDiagnostics.on_trainable_change`): the
+epoch's sums of the tensors that stop training are kept, a group counts as trainable in an epoch when it trained
+for any of its steps (the history entry's ``trainable``), and a parameter frozen mid-phase is checked against
+its value when it froze. Parameters that train inside a frozen group (BitFit's biases, norm layers under
+``bn=train``) are not expected to stay put: the frozen checks look at the parameters that do not train.
 """
 
 from __future__ import annotations
@@ -124,12 +130,15 @@ class WeightDiagnostics(Hook):
         self.phase0 = [p.detach().clone() for p in self.params]
         self.phase0_sq = self._segment_sq(self.phase0, self.segment)
         self.stats_phase0 = [[b.clone() for b in bufs] for bufs in self.stats]
+        # what a frozen parameter must still equal: its value at the phase's start, or when it froze
+        self.reference = list(self.phase0)
 
-    def _select_trainable(self, run) -> None:
-        """The parameters that train in this phase, in the order of ``run.train_params`` (and so of the
-        gradient norms the loop leaves in ``run.grad_norms`` each step)."""
+    def _select_trainable(self, run, *, keep_epoch: bool = False) -> None:
+        """The parameters that train now, in the order of ``run.train_params`` (and so of the gradient norms
+        the loop leaves in ``run.grad_norms`` each step). ``keep_epoch``: mid-epoch, the sums so far stay."""
         position = {id(p): i for i, p in enumerate(self.params)}
         index = [position[id(p)] for p in run.train_params]
+        self.train_index = index
         self.train_params = [self.params[i] for i in index]
         self.train_before = [self.before[i] for i in index]
         self.train_segment = self.segment[index] if index else self.segment[:0]
@@ -140,7 +149,27 @@ class WeightDiagnostics(Hook):
         self.update_sq = torch.zeros(len(index), dtype=torch.float64, device=device)
         self.grad_norms: list[list[torch.Tensor]] = []
         self.update_norms: list[list[torch.Tensor]] = []
-        self.steps = 0
+        if not keep_epoch:
+            self.steps = 0
+            # per segment, the epoch's sums of tensors that stopped training during it
+            self.done_grad_sq = torch.zeros(self.n_segments, dtype=torch.float64, device=device)
+            self.done_update_sq = torch.zeros(self.n_segments, dtype=torch.float64, device=device)
+            self.trained_index: set[int] = set()  # every tensor that trained in the epoch
+        self.trained_index.update(index)
+
+    def on_trainable_change(self, run) -> None:
+        """A rule froze groups mid-phase: keep the epoch's sums of the tensors that stop training, remember
+        their values (from now on they must not move), and follow the new set."""
+        if self.params is None:
+            return
+        self._flush()
+        self.done_grad_sq.index_add_(0, self.train_segment, self.grad_sq)
+        self.done_update_sq.index_add_(0, self.train_segment, self.update_sq)
+        still = {id(p) for p in run.train_params}
+        for i in self.train_index:
+            if id(self.params[i]) not in still:
+                self.reference[i] = self.params[i].detach().clone()
+        self._select_trainable(run, keep_epoch=True)
 
     # --- per step: device work only, no host sync ----------------------------------------------------
 
@@ -178,10 +207,10 @@ class WeightDiagnostics(Hook):
         out = torch.zeros(self.n_segments, dtype=torch.float64, device=sq.device).index_add_(0, segment, sq)
         return out.tolist()
 
-    def _accumulated(self, sums: torch.Tensor) -> list[float]:
-        """Per segment, an epoch's per-tensor sums (of the trainable tensors) added up."""
-        out = torch.zeros(self.n_segments, dtype=sums.dtype, device=sums.device)
-        return out.index_add_(0, self.train_segment, sums).tolist()
+    def _accumulated(self, sums: torch.Tensor, done: torch.Tensor) -> list[float]:
+        """Per segment, an epoch's per-tensor sums (of the trainable tensors) added up, with those of the
+        tensors that stopped training during the epoch (``done``)."""
+        return done.clone().index_add_(0, self.train_segment, sums).tolist()
 
     def on_epoch_end(self, run, entry: dict) -> None:
         phase_index = entry["phase_index"]
@@ -194,12 +223,15 @@ class WeightDiagnostics(Hook):
         )
         steps = max(self.steps, 1)
         self._flush()
-        grad_sq, update_sq = self._accumulated(self.grad_sq), self._accumulated(self.update_sq)
-        weight_sq = self._segment_sq([p.detach() for p in self.train_params], self.train_segment)
+        grad_sq = self._accumulated(self.grad_sq, self.done_grad_sq)
+        update_sq = self._accumulated(self.update_sq, self.done_update_sq)
+        trained = sorted(self.trained_index)
+        weight_sq = self._segment_sq([self.params[i].detach() for i in trained], self.segment[trained])
         moved = self._moved_since_phase_start()
+        trains = set(entry.get("trainable", phase.trainable))
         for g, name in enumerate(self.names):
             w, n = 2 * g, 2 * g + 1
-            trainable = name in phase.trainable
+            trainable = name in trains
             lr = float(entry["lr_max"][name])
             # root mean square over the epoch's steps of the group's gradient and step-update norms
             grad = ((grad_sq[w] + grad_sq[n]) / steps) ** 0.5
@@ -225,13 +257,18 @@ class WeightDiagnostics(Hook):
             )
         self.grad_sq.zero_()
         self.update_sq.zero_()
+        self.done_grad_sq.zero_()
+        self.done_update_sq.zero_()
+        self.trained_index = set(self.train_index)
         self.steps = 0
 
     def _moved_since_phase_start(self) -> list[dict[str, bool]]:
-        """Per group, bit-exactly: did its weights, norm affine params, running statistics change?"""
+        """Per group, bit-exactly: did its frozen weights, frozen norm affine params, running statistics
+        change? A parameter that trains now is not looked at; a frozen one is compared with its value at the
+        phase's start, or when it froze."""
         moved = [{"weights": False, "norm": False, "stats": False} for _ in self.names]
-        for p, p0, seg in zip(self.params, self.phase0, self.segments, strict=True):
-            if not torch.equal(p.detach(), p0):
+        for p, p0, seg in zip(self.params, self.reference, self.segments, strict=True):
+            if not p.requires_grad and not torch.equal(p.detach(), p0):
                 moved[seg // 2]["norm" if seg % 2 else "weights"] = True
         for g, (bufs, bufs0) in enumerate(zip(self.stats, self.stats_phase0, strict=True)):
             moved[g]["stats"] = any(not torch.equal(b, b0) for b, b0 in zip(bufs, bufs0, strict=True))

@@ -28,6 +28,10 @@ class Hook:
 
     def on_batch_end(self, run, step: int, steps: int, loss: float) -> None: ...
 
+    def on_trainable_change(self, run) -> None:
+        """A rule froze groups in the middle of a phase: ``run.train_params`` (and so ``run.grad_norms``) now
+        hold fewer parameters, from the next step on."""
+
     def on_epoch_end(self, run, entry: dict) -> None:
         """``entry`` is the epoch's history record; a hook may add its own keys to it."""
 

@@ -56,8 +56,8 @@ class WandbHook(Hook):
         )
 
     def on_epoch_end(self, run, entry: dict) -> None:
-        flat = {k: v for k, v in entry.items() if not isinstance(v, dict)}
-        for key in ("lr", "lr_max"):
+        flat = {k: v for k, v in entry.items() if not isinstance(v, dict | list)}
+        for key in ("lr", "lr_max", "trained_steps", "compute"):  # per group; the epoch's FLOPs by bucket
             flat.update({f"{key}/{g}": v for g, v in entry.get(key, {}).items()})
         self.wandb_run.log(flat, step=entry["epoch"])
 

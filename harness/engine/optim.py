@@ -103,11 +103,13 @@ def build_optimizer(
 
 
 def set_rates(
-    optimizer: torch.optim.Optimizer, peak: list[float], factor: float, momentum: float | None
+    optimizer: torch.optim.Optimizer, peak: list[float], factor: float | list[float], momentum: float | None
 ) -> None:
-    """Scale every group's peak rate by the schedule's ``factor`` (keeps slice ratios); set momentum/beta1."""
-    for group, lr in zip(optimizer.param_groups, peak, strict=True):
-        group["lr"] = lr * factor
+    """Scale every group's peak rate by the schedule's ``factor`` (keeps slice ratios), or each by its own
+    (a per-group schedule: FreezeOut); set momentum/beta1."""
+    factors = factor if isinstance(factor, list) else [factor] * len(peak)
+    for group, lr, f in zip(optimizer.param_groups, peak, factors, strict=True):
+        group["lr"] = lr * f
         if momentum is None:
             continue
         if "betas" in group:

@@ -13,10 +13,15 @@ runs the prefix on it, so a one-epoch phase costs one forward pass of train and 
 
 :class:`PhaseView` answers "what does this phase feed to which module": the whole net on the raw data, or
 ``net[k:]`` on the cached prefix features.
+
+An adaptive strategy freezes more of the input side during a phase (AutoFreeze, FreezeOut): :meth:`PhaseView.grow`
+then extends the cached prefix from the features it already holds (``net[j:k]`` on them), not from the data.
+Every pass through a prefix is reported to ``on_prefix(module, sample_shape, samples)``: the compute meter counts it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -36,6 +41,7 @@ class PhaseView:
     cached_groups: int  # k: how many leading groups are run once per part (0 = none)
     prefix: nn.Module | None = None  # net[:split] when k > 0
     device: torch.device | str = "cpu"
+    on_prefix: Callable[[nn.Module, tuple, int], None] | None = None  # (module, sample shape, samples)
     _features: dict[str, TensorPart] = field(default_factory=dict, repr=False)
 
     def part(self, name: str) -> Part:
@@ -43,8 +49,23 @@ class PhaseView:
         if self.prefix is None:
             return getattr(self.data, name)
         if name not in self._features:
-            self._features[name] = _features(self.prefix, getattr(self.data, name), self.device)
+            source = getattr(self.data, name)
+            self._features[name] = _features(self.prefix, source, self.device)
+            if self.on_prefix is not None:
+                self.on_prefix(self.prefix, tuple(source.x.shape[1:]), len(source))
         return self._features[name]
+
+    def grow(self, model: GroupedModel, k: int) -> PhaseView:
+        """The view with the first ``k`` (> cached_groups) groups cached: the parts already computed are run
+        on through the groups in between, the others will be computed from the data when asked for."""
+        start, split = _children_of_groups(model, self.cached_groups), _children_of_groups(model, k)
+        middle = model.net[start:split]
+        grown = PhaseView(model.net[split:], self.data, k, model.net[:split], self.device, self.on_prefix)
+        for name, part in self._features.items():
+            grown._features[name] = _features(middle, part, self.device)
+            if self.on_prefix is not None:
+                self.on_prefix(middle, tuple(part.x.shape[1:]), len(part))
+        return grown
 
 
 def _is_static(module: nn.Module, bn: str) -> bool:
@@ -59,14 +80,18 @@ def _is_static(module: nn.Module, bn: str) -> bool:
     return True
 
 
-def cacheable_groups(model: GroupedModel, phase: Phase, bn: str, data: DataBundle) -> int:
-    """How many leading groups of ``phase`` can be run once (0 when caching is not exact or not possible)."""
+def cacheable_groups(
+    model: GroupedModel, phase: Phase, bn: str, data: DataBundle, trainable: list[str] | None = None
+) -> int:
+    """How many leading groups of ``phase`` can be run once (0 when caching is not exact or not possible);
+    ``trainable``: the groups training now, when an adaptive rule froze some of the phase's."""
     splittable = model.sequential or model.body_and_head is not None
-    if not splittable or not isinstance(data.train, TensorPart):
-        return 0
+    if not splittable or not isinstance(data.train, TensorPart) or phase.partial is not None:
+        return 0  # partial: parameters train inside the frozen groups (BitFit's biases)
+    trainable = phase.trainable if trainable is None else trainable
     k = 0
     for group, modules in zip(model.groups, group_modules(model), strict=True):
-        if group.name in phase.trainable or not all(_is_static(m, bn) for m in modules):
+        if group.name in trainable or not all(_is_static(m, bn) for m in modules):
             break
         k += 1
     if k == len(model.groups):
@@ -92,13 +117,21 @@ def _features(prefix: nn.Module, part: TensorPart, device) -> TensorPart:
 
 
 def phase_view(
-    model: GroupedModel, phase: Phase, bn: str, data: DataBundle, device, enabled: bool = True
+    model: GroupedModel,
+    phase: Phase,
+    bn: str,
+    data: DataBundle,
+    device,
+    enabled: bool = True,
+    *,
+    trainable: list[str] | None = None,
+    on_prefix: Callable[[nn.Module, tuple, int], None] | None = None,
 ) -> PhaseView:
-    k = cacheable_groups(model, phase, bn, data) if enabled else 0
+    k = cacheable_groups(model, phase, bn, data, trainable) if enabled else 0
     if k == 0:
         return PhaseView(model.net, data, 0)
     if not model.sequential:  # forward_features once per part, forward_head every step
         body, head = model.body_and_head
-        return PhaseView(head, data, k, prefix=body, device=device)
+        return PhaseView(head, data, k, body, device, on_prefix)
     split = _children_of_groups(model, k)
-    return PhaseView(model.net[split:], data, k, prefix=model.net[:split], device=device)
+    return PhaseView(model.net[split:], data, k, model.net[:split], device, on_prefix)

@@ -53,7 +53,7 @@ class ProgressHook(Hook):
         width = 24
         done = int(width * step / steps)
         bar = "#" * done + "." * (width - done)
-        epoch = f"{run.epochs_done + 1}/{run.plan.total_epochs}"
+        epoch = f"{run.epochs_done + 1}/{run.total_epochs}"
         line = f"\r{self.prefix}epoch {epoch} [{bar}] {step}/{steps} loss {loss.item():.4f}"
         print(line, end="", file=self.stream, flush=True)
 
@@ -62,10 +62,10 @@ class ProgressHook(Hook):
             return
         self.best = max(self.best, entry["val_acc"])
         epochs_run = run.epochs_done - self.first_epoch
-        left = (time.perf_counter() - self.started) / epochs_run * (run.plan.total_epochs - run.epochs_done)
+        left = (time.perf_counter() - self.started) / epochs_run * (run.total_epochs - run.epochs_done)
         # At most 80 columns: "epoch 12/40 unfrozen  loss 0.123 val 0.123 97.4% best 97.8%  1.2s ~3m05s left"
         text = (
-            f"{self.prefix}epoch {entry['epoch']}/{run.plan.total_epochs} {entry['phase'][:10]:<10} "
+            f"{self.prefix}epoch {entry['epoch']}/{run.total_epochs} {entry['phase'][:10]:<10} "
             f"loss {entry['train_loss']:.3f} val {entry['val_loss']:.3f} {percent(entry['val_acc'])} "
             f"best {percent(self.best)} {entry['seconds']:4.1f}s ~{duration(left)} left"
         )

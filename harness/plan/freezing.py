@@ -9,6 +9,9 @@ change. Norm layers inside frozen groups follow the plan's BatchNorm policy:
 | `train`  | keep training (fastai's `train_bn=True`) | update    | train      |
 | `frozen` | fixed                        | update             | train      |
 | `eval`   | fixed                        | fixed              | eval       |
+
+A phase with ``partial="bias"`` (BitFit) also trains the biases inside the groups it freezes: the one place
+where freezing reaches below a group, because the method is defined on parameter kinds.
 """
 
 from __future__ import annotations
@@ -65,14 +68,35 @@ def split_group_params(model: GroupedModel) -> list[GroupParams]:
     ]
 
 
-def apply_trainable(params: list[GroupParams], trainable: list[str], bn: str) -> None:
-    """Set requires_grad for every parameter from the phase's trainable groups and the bn policy."""
+def apply_trainable(
+    params: list[GroupParams], trainable: list[str], bn: str, also: frozenset[int] = frozenset()
+) -> None:
+    """Set requires_grad for every parameter from the phase's trainable groups and the bn policy; ``also``
+    holds the ids of parameters that train inside frozen groups (BitFit's biases, :func:`partial_ids`)."""
     for group in params:
         trains = group.name in trainable
         for p in group.other:
-            p.requires_grad_(trains)
+            p.requires_grad_(trains or id(p) in also)
         for p in group.norm:
-            p.requires_grad_(trains or bn == "train")
+            p.requires_grad_(trains or bn == "train" or id(p) in also)
+
+
+def bias_parameters(model: GroupedModel) -> list[nn.Parameter]:
+    """The ``bias`` of every layer that is not a norm layer (those are norm-layer parameters)."""
+    return [
+        p
+        for m in model.net.modules()
+        if not isinstance(m, NORM_TYPES)
+        for name, p in m.named_parameters(recurse=False)
+        if name == "bias"
+    ]
+
+
+def partial_ids(model: GroupedModel, partial: str | None) -> frozenset[int]:
+    """The ids of the parameters a phase's ``partial`` trains inside its frozen groups."""
+    if partial == "bias":
+        return frozenset(id(p) for p in bias_parameters(model))
+    return frozenset()
 
 
 def set_modes(model: GroupedModel, trainable: list[str], bn: str) -> None:

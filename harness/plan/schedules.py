@@ -3,6 +3,9 @@
 Each schedule returns a *multiplier* of a group's peak rate, so one schedule applied to every
 param group keeps the ratios of a discriminative slice (fastai's one-cycle does the same).
 ``pos`` is ``step / total_steps`` of the phase, taken before the step (the first batch sees pos=0).
+
+``freezeout`` is a schedule with one end time per group (Brock et al. 2017), made by ``strategy=freezeout``
+only: :func:`group_factors` gives every group its own multiplier.
 """
 
 from __future__ import annotations
@@ -11,6 +14,10 @@ import math
 from collections.abc import Mapping
 
 from harness.config import schema
+from harness.errors import ConfigError
+from harness.plan.adaptive import freezeout_factor
+
+PER_GROUP = ("freezeout",)  # schedules a strategy makes for itself, one multiplier per group
 
 
 def cos_between(start: float, end: float, pos: float) -> float:
@@ -39,7 +46,16 @@ def step_lr(epoch: int, *, step_size: int, gamma: float = 0.1) -> float:
 
 
 def check(schedule: Mapping) -> dict:
-    """The schedule config checked (:mod:`harness.config.schema`) and as a plain dict."""
+    """The schedule config checked (:mod:`harness.config.schema`) and as a plain dict. A per-group schedule
+    (freezeout's) is made by its strategy, never chosen in the config."""
+    sched = dict(schedule)
+    name = sched.get("name")
+    if name in PER_GROUP:
+        if sched.get("ends") is None:
+            raise ConfigError(
+                f"schedule.name={name!r} is made by strategy={name} itself; use strategy={name}"
+            )
+        return sched
     return schema.check_values("schedule", schedule)
 
 
@@ -58,6 +74,17 @@ def lr_factor(schedule: Mapping, step: int, total_steps: int, steps_per_epoch: i
         div=float(schedule.get("div", 25.0)),
         div_final=float(schedule.get("div_final", 1e5)),
     )
+
+
+def group_factors(
+    schedule: Mapping, step: int, total_steps: int, steps_per_epoch: int, n_groups: int
+) -> list[float]:
+    """Multiplier of each group's peak lr at ``step``: the schedule's one factor for every group, or under
+    ``freezeout`` each group's own cosine to 0 at its end time."""
+    if schedule["name"] == "freezeout":
+        pos = step / total_steps
+        return [freezeout_factor(pos, end, bool(schedule.get("scale_lr"))) for end in schedule["ends"]]
+    return [lr_factor(schedule, step, total_steps, steps_per_epoch)] * n_groups
 
 
 def momentum(schedule: Mapping, step: int, total_steps: int) -> float | None:

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from harness.models.groups import GroupedModel
-from harness.plan.freezing import GroupParams
+from harness.plan.freezing import GroupParams, partial_ids
 from harness.plan.strategies import Plan
 
 
 def phase_rows(model: GroupedModel, params: list[GroupParams], plan: Plan, index: int) -> list[dict]:
     phase = plan.phases[index]
+    also = partial_ids(model, phase.partial)
     rows = []
     for group, gp, lr in zip(model.groups, params, phase.lr, strict=True):
         trains = group.name in phase.trainable
         norm_trains = bool(gp.norm) and plan.bn == "train"
+        bias_trains = any(id(p) in also for p in gp.other)  # BitFit: biases train inside frozen groups
         if trains:
             # "-": the group has no norm layers, so the policy does not apply to it.
             state, bn_mode, rate = "yes", "train" if gp.norm else "-", lr
         else:
-            state = "bn only" if norm_trains else "no"
+            state = "bias" if bias_trains else "bn only" if norm_trains else "no"
             bn_mode = plan.bn if gp.norm else "-"
-            rate = lr if norm_trains else 0.0
+            rate = lr if norm_trains or bias_trains else 0.0
         rows.append(
             {
                 "group": group.name,
