@@ -26,7 +26,7 @@ TINY = [
 ]
 
 
-# A transfer grid's bases and treatments train to convergence by default (transfer.base_epochs=auto, up to 40
+# A transfer grid's bases and treatments train to convergence by default (transfer.base_epochs=auto, up to 60
 # epochs); shrunk, they train the TINY epochs unless a test asks for auto itself.
 TINY_TRANSFER = ["transfer.base_epochs=null", "transfer.epochs=null"]
 

@@ -24,7 +24,8 @@ from test_search_postgres import postgres_url  # noqa: F401 (the module-scoped s
 
 from harness.engine import checkpoint
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# one xdist worker runs them all: they share one module-scoped cluster
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
 
 # The launcher config as a user on a CPU partition would shrink it: one CPU per job, no GPU, no memory
 # request (the node tracks CPUs only). timeout_min 60: submitit counts a signal in the last 10 minutes

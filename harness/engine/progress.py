@@ -35,6 +35,17 @@ class ProgressHook(Hook):
 
     def on_run_start(self, run) -> None:
         self._print(run.plan.describe())
+        stop = run.early_stop
+        if stop is not None:  # the epoch count above is then a cap
+            flat = f"when val_acc has not risen for {plural(stop.patience, 'epoch')}"
+            first = (
+                f"lr x{stop.factor:g} {flat}, {plural(stop.reductions, 'time')};" if stop.reductions else ""
+            )
+            self._print(
+                f"  early stopping: {first}\n  then stop, keeping the best-validation weights"
+                if first
+                else f"  early stopping: stop {flat},\n  keeping the best-validation weights"
+            )
         self.started = time.perf_counter()
         self.first_epoch = run.epochs_done
 
@@ -72,3 +83,14 @@ class ProgressHook(Hook):
         if self.live:
             text = "\r\033[K" + text
         self._print(text)
+        stop = run.early_stop
+        if stop is not None and stop.stopped_early:
+            self._print(
+                f"  stopped: val_acc flat for {plural(stop.patience, 'epoch')}; "
+                f"kept epoch {stop.best_epoch}'s weights (val {percent(stop.best_val)})"
+            )
+        elif stop is not None and stop.reduced_at and stop.reduced_at[-1] == entry["epoch"]:
+            self._print(
+                f"  val_acc flat for {plural(stop.patience, 'epoch')}: lr x{stop.factor:g} "
+                f"(cut {len(stop.reduced_at)} of {stop.reductions})"
+            )
