@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,14 @@ from harness.config.compose import compose_config as compose
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = CONF_DIR
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): two workers per core. Many tests spend their time waiting (on
+    subprocesses, a SLURM queue, heartbeats, a database), and a second worker per core fills that time."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return 2 * cores
+
 
 # Tiny and fast: generated data, a small convnet, two epochs, one thread.
 TINY = [
