@@ -418,7 +418,9 @@ def learning_curves(
             if hue:
                 handles, labels = ax.get_legend_handles_labels()
                 unique = dict(zip(labels, handles, strict=True))
-                ax.legend(unique.values(), unique.keys(), fontsize=8, loc="lower right")
+                keys = [f"{hue.split('.')[-1]}={_short(v)}" for v in hues]  # in the order of the values
+                keys = [k for k in keys if k in unique]
+                ax.legend([unique[k] for k in keys], keys, fontsize=8, loc="lower right")
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"{metric} (%)")
             ax.xaxis.get_major_locator().set_params(integer=True)
