@@ -109,8 +109,8 @@ def load_runs(
     Columns: ``folder``, ``kind`` (treatment | base | trial | run), ``status`` (ok | failed | pruned | unreadable
     | no_record), ``problem`` (why a table should leave the run out, else None), short config columns
     (``experiment``, ``data``, ``model``, ``strategy``, ``split``, ``half``, ``seed``, ``init_seed`` (the seed of
-    the run's fresh weights), ``lr`` = peak lr, ``lr_lo``/``lr_hi`` = the rates of the first and the last layer
-    group (see :func:`lr_range`), ``epochs`` run), ``metrics.*`` (see :mod:`analysis.metrics`: an older record's
+    the run's fresh weights), ``lr`` = peak lr, ``lr_lo``/``lr_hi`` = the rates of the first and the last trainable
+    layer group in the plan's last phase (see :func:`plan_lr_range`), ``epochs`` run), ``metrics.*`` (see :mod:`analysis.metrics`: an older record's
     test-selected ``test_acc_best_k`` is read as ``metrics.test_acc_best_k_optimistic``), ``derived`` (the
     fields analysis computed from the record's history because the record predates them, else None),
     ``timing.*`` (``started``/``finished`` as UTC timestamps), ``transfer.*``, ``trial.*``, ``harness.*``,
@@ -465,7 +465,7 @@ def _short_columns(config: Mapping, plan: Mapping) -> dict:
         value = config.get(section)
         return value.get("name") if isinstance(value, Mapping) else value
 
-    lo, hi = lr_range(_lr_setting(config))
+    lo, hi = plan_lr_range(plan) or lr_range(_lr_setting(config))
     return {
         "experiment": config.get("experiment_name"),
         "data": name("data"),
@@ -488,6 +488,18 @@ def _lr_setting(config: Mapping):
         if lr_range(value) != (None, None):
             return value
     return None
+
+
+def plan_lr_range(plan: Mapping) -> tuple[float, float] | None:
+    """(rate of the first trainable group, rate of the last) in the plan's last phase: what the run's slice
+    became (``full_unfreeze``: ``base_lr/2/lr_mult .. base_lr/2``, as fastai's ``fine_tune``); None without one."""
+    phases = plan.get("phases") or []
+    if not phases or not isinstance(phases[-1].get("lr"), list):
+        return None
+    last = phases[-1]
+    trainable = set(last.get("trainable") or [])
+    rates = [float(r) for g, r in zip(plan.get("groups") or [], last["lr"], strict=False) if g in trainable]
+    return (rates[0], rates[-1]) if rates else None
 
 
 def lr_range(value) -> tuple[float | None, float | None]:

@@ -294,3 +294,13 @@ def test_a_slice_can_be_queried(tmp_path):
     assert runs["lr"].tolist() == [1e-3] * 3  # one number cannot tell these three apart
     hit = runs.query("lr_lo == 1e-5 and lr_hi == 1e-3")
     assert list(hit["folder"].map(os.path.basename)) == ["r0"]
+
+
+def test_lr_columns_of_a_real_run_are_the_rates_its_plan_ended_with(make_cfg, tmp_path):
+    from harness.train import train
+
+    cfg = make_cfg(["strategy=full_unfreeze", "strategy.base_lr=2e-3", "strategy.lr_mult=100", "epochs=1"])
+    train(cfg, tmp_path / "run")
+    row = load_runs(tmp_path / "run").iloc[0]
+    # fastai's fine_tune: base_lr halves for the unfrozen phase, spread over slice(base_lr/lr_mult, base_lr)
+    assert (row["lr_lo"], row["lr_hi"]) == pytest.approx((1e-3 / 100, 1e-3))
