@@ -217,3 +217,16 @@ def test_plateau_rule_cuts_the_rate_then_stops_and_keeps_the_latest_best():
     # epochs after it (6, 7) end the run at epoch 7; the kept weights are epoch 6's (ties: the later epoch)
     assert stop.reduced_at == [4] and stop.lr_factor == pytest.approx(0.1)
     assert ends == [False] * 6 + [True] and stop.best_epoch == 6 and stop.best_val == 0.8
+
+
+def test_early_stopping_says_when_it_cuts_the_lr_and_when_it_stops(make_cfg, tmp_path, capsys):
+    extra = ["progress=true", "early_stopping.patience=1", "early_stopping.reductions=1"]
+    result, _ = stopping_run(make_cfg, tmp_path, "run", extra)
+    out = capsys.readouterr().out
+    stop = result["early_stopping"]
+    assert "early stopping: lr x0.1 when val_acc has not risen for 1 epoch, 1 time;" in out
+    assert stop["reduced_at"], "the tiny run should hit a plateau in 12 epochs"
+    assert out.count("lr x0.1 (cut 1 of 1)") == len(stop["reduced_at"]) == 1
+    stopped = f"stopped: val_acc flat for 1 epoch; kept epoch {stop['best_epoch']}'s weights"
+    assert (stopped in out) == (stop["stopped"] == "patience")
+    assert max(map(len, out.splitlines())) <= 80
