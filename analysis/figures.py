@@ -556,7 +556,9 @@ def param_importances(importances: pd.Series, *, title: str = ""):
         ax.set_xlim(0, max(1.0, float(imp.max()) * 1.15) if len(imp) else 1)
         title = title or "parameter importances"
         complete = importances.attrs.get("complete_trials")
-        if importances.attrs.get("warning"):  # analysis.search.importances: too few trials to rank by
+        if importances.attrs.get("no_variance"):  # analysis.search.importances: nothing to share out
+            title += f"\nNO VARIANCE: all {complete} complete trials scored the same"
+        elif importances.attrs.get("warning"):  # analysis.search.importances: too few trials to rank by
             from analysis.search import MIN_TRIALS_FOR_IMPORTANCES as least
 
             title += f"\nUNRELIABLE: only {complete} complete trials (fewer than {least})"

@@ -241,7 +241,8 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
 
     With fewer than :data:`MIN_TRIALS_FOR_IMPORTANCES` complete trials the numbers are still returned, with a
     ``UserWarning`` and the same text in ``attrs["warning"]`` (figures and reports show it); ``attrs`` also
-    holds ``complete_trials``."""
+    holds ``complete_trials``. When every complete trial scored the same, every importance is 0, with a
+    warning and ``attrs["no_variance"]`` (an easy task where every setting reaches 100 % does that)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -265,6 +266,17 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
                 dists[col] = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
         else:
             dists[col] = CategoricalDistribution(sorted(values.astype(str).unique()))
+    if done[objective].nunique() == 1:  # fANOVA divides by the variance: none to share out
+        series = pd.Series(0.0, index=[c.removeprefix("params.") for c in params], name="importance")
+        series.attrs["complete_trials"] = len(done)
+        series.attrs["no_variance"] = True
+        same = (
+            f"all {len(done)} complete trials have the same {objective} ({float(done[objective].iloc[0]):g}): "
+            f"no parameter explains any difference, so every importance is 0"
+        )
+        series.attrs["warning"] = "; ".join(filter(None, [importance_warning(len(done)), same]))
+        warnings.warn(series.attrs["warning"], UserWarning, stacklevel=2)
+        return series
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

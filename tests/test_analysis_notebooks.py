@@ -12,7 +12,7 @@ import nbformat
 import pytest
 from conftest import REPO
 from nbclient import NotebookClient
-from test_analysis_report import build_runs
+from test_analysis_report import SHARES_RUNS, build_runs
 
 NOTEBOOKS = REPO / "analysis" / "notebooks"
 
@@ -49,6 +49,7 @@ def outputs(nb) -> tuple[str, int]:
     return "\n".join(text), images
 
 
+@SHARES_RUNS
 def test_transferability_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     root = build_runs(tmp_path_factory)
     monkeypatch.delenv("FREEZELAB_METRIC", raising=False)  # the notebook's own default metric
@@ -73,6 +74,7 @@ def test_search_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
         f"paths.output_root={root}",
         "search.n_trials=6",
         "search.pruner.n_startup_trials=2",
+        "search.sampler.seed=0",  # the same trials every time
         "data=synthetic",
         "data.noise=0.5",
         "model.channels=[8,8]",

@@ -159,3 +159,16 @@ def test_importances_warn_with_few_complete_trials(sweep):
     fig = figures.param_importances(imp)
     assert "UNRELIABLE: only 5 complete trials" in fig.axes[0].get_title(loc="left")
     assert "UNRELIABLE" not in figures.param_importances(enough).axes[0].get_title(loc="left")
+
+
+def test_importances_of_trials_that_all_scored_the_same_are_zero_with_a_warning(sweep):
+    trials = load_trials(sweep[0])
+    same = _keep_attrs(trials.assign(val_acc=1.0), trials)  # fANOVA itself raises on zero variance
+    with pytest.warns(UserWarning, match="all 14 complete trials have the same val_acc"):
+        imp = importances(same)
+    assert dict(imp) == {"lr": 0.0, "epochs": 0.0, "strategy": 0.0} and imp.attrs["no_variance"]
+    few = _keep_attrs(same[same["number"] < 8], trials)
+    with pytest.warns(UserWarning, match="only 5 complete trials.*the same val_acc"):
+        importances(few)
+    title = figures.param_importances(imp).axes[0].get_title(loc="left")
+    assert "NO VARIANCE: all 14 complete trials scored the same" in title and "UNRELIABLE" not in title
