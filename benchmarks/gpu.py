@@ -79,13 +79,15 @@ WORKLOADS = {
             "data.per_class=2560",  # 17,920 train images: 70 full batches (one shape for torch.compile)
             "batch_size=256",
         ],
-        ["model=resnet18", "data=synthetic", "data.image_size=32", "data.channels=3", "data.per_class=4"]
-        + ["batch_size=10"],  # 20 train images: two full batches (one shape for torch.compile)
+        ["model=resnet18", "data=synthetic", "data.image_size=16", "data.channels=3", "data.num_classes=2"]
+        # 4 train images, one full batch (one shape for torch.compile): a bf16 backward on a CPU without
+        # bf16 instructions costs ~0.5 s an image, whatever its size
+        + ["data.per_class=4", "batch_size=4"],
     ),
     "convnet_mnist5k": (
         ["model=convnet", "data=mnist5k", "batch_size=64"],
-        ["model=convnet", "data=mnist5k", "data.train_fraction=0.02", "data.val_fraction=0.02"]
-        + ["data.test_fraction=0.02", "batch_size=35"],  # 70 train images: two full batches
+        ["model=convnet", "data=mnist5k", "data.train_fraction=0.01", "data.val_fraction=0.02"]
+        + ["data.test_fraction=0.02", "batch_size=25"],  # 50 train images: two full batches
     ),
 }
 VARIANTS = {  # each adds to the one before
