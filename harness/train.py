@@ -22,7 +22,6 @@ from harness.config.schema import check_config
 from harness.console import percent
 from harness.engine.preempt import requeue_on_signal
 from harness.errors import ConfigError
-from harness.runner import prepare, run_job
 
 # An absolute path: Hydra resolves a relative one against the package when the app is not __main__.
 CONF_DIR = str(CONF_PATH)
@@ -36,6 +35,9 @@ def train(cfg: DictConfig, output_dir: str | Path) -> dict:
     first (:mod:`harness.config.schema`), so bad input fails before anything trains, a base included.
     """
     check_config(cfg)
+    # Imported once the config passed: torch takes seconds to import, and bad input gets its line without it.
+    from harness.runner import prepare, run_job
+
     run_cfg, extra = prepare(cfg)
     return run_job(run_cfg, output_dir, extra)
 
