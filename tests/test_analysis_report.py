@@ -34,6 +34,9 @@ TINY_GRID = [
     "checkpoint.save=false",
 ]
 _BUILT: dict[str, Path] = {}
+# build_runs trains once per process: its users (here and the transferability notebook) share one worker
+SHARES_RUNS = pytest.mark.xdist_group("analysis_runs")
+pytestmark = SHARES_RUNS
 
 
 def build_runs(tmp_path_factory) -> Path:
