@@ -72,7 +72,11 @@ def set_determinism(deterministic: bool) -> None:
     schema.boolean(deterministic, "deterministic")
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it before its first call
-    torch.use_deterministic_algorithms(deterministic)
+    # Only on a change: the call imports torch._inductor (1.5 s), which a run rejected by its checks never needs.
+    if torch.are_deterministic_algorithms_enabled() != deterministic or (
+        deterministic and torch.is_deterministic_algorithms_warn_only_enabled()
+    ):
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     torch.backends.cudnn.benchmark = False
 
