@@ -49,6 +49,7 @@ def outputs(nb) -> tuple[str, int]:
     return "\n".join(text), images
 
 
+@pytest.mark.slow
 @SHARES_RUNS
 def test_transferability_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     root = build_runs(tmp_path_factory)
@@ -63,6 +64,7 @@ def test_transferability_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     assert images == 3  # the figure, its relative version, the learning curves
 
 
+@pytest.mark.slow
 def test_search_notebook_runs(tmp_path_factory, monkeypatch, tmp_path):
     root = tmp_path_factory.mktemp("search")
     cmd = [

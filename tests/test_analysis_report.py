@@ -105,6 +105,7 @@ def report(runs_root, tmp_path_factory):
     return write_report(runs_root, out, command="pytest")
 
 
+@pytest.mark.slow
 def test_report_files(report):
     md = (report / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+)\)", md)
@@ -135,6 +136,7 @@ def test_report_files(report):
     assert list(report.glob("configs/*.yaml"))
 
 
+@pytest.mark.slow
 def test_report_says_what_it_used_and_left_out(report):
     md = (report / "report.md").read_text()
     assert "## Transferability: transferability\\_quick · synthetic/convnet · random\\_half" in md
@@ -157,6 +159,7 @@ def test_report_says_what_it_used_and_left_out(report):
     assert holds <= {"yes", "no", "inconclusive", "not measured"}
 
 
+@pytest.mark.slow
 def test_report_figures_have_the_right_panels(runs_root):
     from analysis import figures
     from analysis.transferability import transfer_data
@@ -232,6 +235,7 @@ def test_callback_failure_does_not_fail_the_grid(tmp_path, capsys):
     assert f"python -m analysis.report {tmp_path / 'nothing'}" in err
 
 
+@pytest.mark.slow
 def test_grid_writes_its_report_when_it_ends(tmp_path):
     """The real command line: the callback in conf/experiment/transferability_quick.yaml writes the report."""
     cmd = [

@@ -226,6 +226,7 @@ STORAGE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, expected", STORAGE, ids=[" ".join(o) for o, _ in STORAGE])
 def test_storage_that_cannot_be_written_or_reached_is_one_line_and_exit_2(tmp_path, overrides, expected):
     import subprocess

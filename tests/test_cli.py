@@ -9,6 +9,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # every test here starts a real process
 QUICK = ["data=synthetic", "epochs=1", "threads=1", "progress=false"]
 TINY = QUICK + ["model.channels=[8,8]", "model.hidden=[16]"]
 
@@ -26,7 +27,6 @@ def test_a_run_prints_where_its_result_is(tmp_path):
     assert "phase 1/2 'frozen'" in done.stdout and "phase 2/2 'unfrozen'" in done.stdout  # both summaries
 
 
-@pytest.mark.slow
 def test_multirun_grid_writes_one_record_per_job(tmp_path):
     # The grid (two seeds x the two built-in families at their default sizes), one epoch each on a
     # small synthetic set: the README measures it on digits.

@@ -78,6 +78,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, message):
     assert captured.err.startswith("error: ") and message in captured.err and captured.err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_the_module_runs_from_the_command_line(finished, tmp_path):
     ok = subprocess.run([sys.executable, "-m", "harness.show", str(finished)], capture_output=True, text=True)
     assert ok.returncode == 0 and "weight change" in ok.stdout
