@@ -190,10 +190,10 @@ def trial_numbers_in(log: str) -> set[int]:
 
 # --- many workers on one study, one base cache and one outputs folder (tests/test_concurrency.py) ---------
 
-# search=transfer shrunk: the tiny convnet has 4 groups (conv1 conv2 fc1 head), so n is 1..3; three epochs,
-# pruning from the second finished trial on, checkpoints on (more files written side by side).
+# search=transfer shrunk: the tiny convnet has 4 groups (conv1 conv2 fc1 head), so n is 1..3; two epochs,
+# pruning after the first from the second finished trial on, checkpoints on (more files written side by side).
 TRANSFER_TINY = [
-    "epochs=3",
+    "epochs=2",
     "transfer.base_epochs=null",  # a fixed budget, not the convergence rule
     "transfer.epochs=null",
     "transfer.n=range(1,4)",
