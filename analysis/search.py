@@ -254,6 +254,17 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
             f"parameter importances need at least 2 complete trials with parameters; this search has "
             f"{len(done)} complete trial(s) and {len(params)} parameter(s)"
         )
+    if done[objective].nunique() == 1:  # fANOVA divides by the variance: none to share out
+        series = pd.Series(0.0, index=[c.removeprefix("params.") for c in params], name="importance")
+        series.attrs["complete_trials"] = len(done)
+        series.attrs["no_variance"] = True
+        same = (
+            f"all {len(done)} complete trials have the same {objective} ({float(done[objective].iloc[0]):g}): "
+            f"no parameter explains any difference, so every importance is 0"
+        )
+        series.attrs["warning"] = "; ".join(filter(None, [importance_warning(len(done)), same]))
+        warnings.warn(series.attrs["warning"], UserWarning, stacklevel=2)
+        return series
     dists = {}
     for col in params:
         values = done[col].dropna()
@@ -266,17 +277,6 @@ def importances(trials: pd.DataFrame, objective: str | None = None, seed: int = 
                 dists[col] = FloatDistribution(lo, hi, log=lo > 0 and hi / lo >= 100)
         else:
             dists[col] = CategoricalDistribution(sorted(values.astype(str).unique()))
-    if done[objective].nunique() == 1:  # fANOVA divides by the variance: none to share out
-        series = pd.Series(0.0, index=[c.removeprefix("params.") for c in params], name="importance")
-        series.attrs["complete_trials"] = len(done)
-        series.attrs["no_variance"] = True
-        same = (
-            f"all {len(done)} complete trials have the same {objective} ({float(done[objective].iloc[0]):g}): "
-            f"no parameter explains any difference, so every importance is 0"
-        )
-        series.attrs["warning"] = "; ".join(filter(None, [importance_warning(len(done)), same]))
-        warnings.warn(series.attrs["warning"], UserWarning, stacklevel=2)
-        return series
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
